@@ -1,0 +1,1 @@
+"""loomlm.engine: requests, scheduler, KV blocks, model runner, models, sampler, detokenizer."""

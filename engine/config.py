@@ -1,0 +1,78 @@
+"""Typed engine configuration. Bad values raise ValueError saying what to change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SchedulingPolicy = Literal["fcfs", "priority"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    max_num_seqs: int = 128
+    # Token budget of one step: the sum of prefill chunks and decodes.
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 8192
+    enable_chunked_prefill: bool = True
+    policy: SchedulingPolicy = "fcfs"
+
+    def __post_init__(self) -> None:
+        _require(self.max_num_seqs >= 1, f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        _require(
+            self.max_num_batched_tokens >= 1,
+            f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}",
+        )
+        _require(self.max_model_len >= 2, f"max_model_len must be >= 2, got {self.max_model_len}")
+        _require(
+            self.policy in ("fcfs", "priority"),
+            f"policy must be 'fcfs' or 'priority', got {self.policy!r}",
+        )
+        _require(
+            self.enable_chunked_prefill or self.max_num_batched_tokens >= self.max_model_len,
+            "without chunked prefill a whole prompt must fit one step: set max_num_batched_tokens "
+            f"({self.max_num_batched_tokens}) >= max_model_len ({self.max_model_len}), or enable "
+            "chunked prefill",
+        )
+
+
+@dataclass(slots=True)
+class CacheConfig:
+    block_size: int = 16
+    # Exactly one of these sizes the KV pool; when both are None the engine uses a byte budget default.
+    num_blocks: int | None = None
+    kv_cache_bytes: int | None = None
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.block_size >= 1 and (self.block_size & (self.block_size - 1)) == 0,
+            f"block_size must be a power of two, got {self.block_size}",
+        )
+        _require(
+            self.num_blocks is None or self.kv_cache_bytes is None,
+            "give either num_blocks or kv_cache_bytes, not both",
+        )
+        _require(self.num_blocks is None or self.num_blocks >= 1, "num_blocks must be >= 1")
+        _require(self.kv_cache_bytes is None or self.kv_cache_bytes > 0, "kv_cache_bytes must be positive")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    model: str | None = None  # local HF directory; None selects the default SmolLM2-135M-Instruct
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int | None = None
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            f"dtype must be float32, bfloat16 or float16, got {self.dtype!r} (use float32 on CPU)",
+        )

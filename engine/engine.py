@@ -1,0 +1,140 @@
+"""LLMEngine: wires the stages together and runs one step at a time.
+
+schedule -> run the model -> sample -> update (stop checks, frees) -> outputs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from loomlm.engine.config import EngineConfig
+from loomlm.engine.kv_cache_manager import KVCacheManager
+from loomlm.engine.model_files import resolve_model_dir
+from loomlm.engine.model_runner import ModelRunner
+from loomlm.engine.models.loader import load_model
+from loomlm.engine.output_processor import OutputProcessor
+from loomlm.engine.outputs import RequestOutput, RunnerOutput
+from loomlm.engine.processor import Processor
+from loomlm.engine.sampler import Sampler
+from loomlm.engine.sampling_params import SamplingParams
+from loomlm.engine.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DEFAULT_KV_CACHE_BYTES = 2 << 30
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_dir = resolve_model_dir(config.model)
+        dtype = _DTYPES[config.dtype]
+        self.model, self.arch, self.hf_config = load_model(self.model_dir, dtype, config.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+
+        sched = config.scheduler
+        max_model_len = min(sched.max_model_len, self.arch.max_position_embeddings)
+        if self.arch.sliding_window:
+            # Attention here is full-context; capping the length keeps it exact under a window.
+            max_model_len = min(max_model_len, self.arch.sliding_window)
+        sched.max_model_len = max_model_len
+        if not sched.enable_chunked_prefill:
+            sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, max_model_len)
+
+        cache = config.cache
+        num_blocks = cache.num_blocks or self._num_blocks_for_budget(dtype)
+        self.kv_cache = KVCacheManager(num_blocks, cache.block_size, cache.enable_prefix_caching)
+        self.scheduler = Scheduler(sched, self.kv_cache)
+        self.runner = ModelRunner(
+            self.model,
+            self.arch,
+            num_blocks=num_blocks,
+            block_size=cache.block_size,
+            max_num_seqs=sched.max_num_seqs,
+            max_num_batched_tokens=sched.max_num_batched_tokens,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            device=config.device,
+        )
+        self.sampler = Sampler(self.arch.vocab_size, sched.max_num_seqs, config.device, config.seed)
+        self.processor = Processor(
+            self.tokenizer,
+            vocab_size=self.arch.vocab_size,
+            max_model_len=max_model_len,
+            max_kv_tokens=num_blocks * cache.block_size,
+        )
+        self.output_processor = OutputProcessor()
+        self._request_counter = itertools.count()
+
+    def _num_blocks_for_budget(self, dtype: torch.dtype) -> int:
+        cache, sched = self.config.cache, self.config.scheduler
+        bytes_per_block = self.arch.kv_bytes_per_token(dtype) * cache.block_size
+        budget = cache.kv_cache_bytes or _DEFAULT_KV_CACHE_BYTES
+        num_blocks = budget // bytes_per_block
+        if cache.kv_cache_bytes is None:
+            # The default budget never exceeds what max_num_seqs full-length sequences could use.
+            blocks_per_seq = -(-sched.max_model_len // cache.block_size)
+            num_blocks = min(num_blocks, sched.max_num_seqs * blocks_per_seq)
+        if num_blocks < 1:
+            raise ValueError(f"kv_cache_bytes={budget} holds no block of {bytes_per_block} bytes; raise it")
+        return int(num_blocks)
+
+    # -- requests -------------------------------------------------------------------------------
+    def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        *,
+        request_id: str | None = None,
+        priority: int = 0,
+        prompt_token_ids: list[int] | None = None,
+    ) -> str:
+        """Queue a prompt (text or token ids). Raises ValueError naming the problem for a bad
+        prompt; nothing is queued then."""
+        index = next(self._request_counter)
+        request_id = request_id if request_id is not None else str(index)
+        token_ids = prompt_token_ids if prompt_token_ids is not None else self.processor.tokenize(prompt)
+        children = self.processor.make_requests(
+            request_id, token_ids, params, priority=priority, arrival_index=index
+        )
+        for child in children:
+            self.scheduler.add_request(child)
+        self.output_processor.add(request_id, prompt if isinstance(prompt, str) else None, children)
+        return request_id
+
+    def abort_request(self, request_ids: list[str]) -> list[RequestOutput]:
+        child_ids = [cid for rid in request_ids for cid in self.output_processor.child_ids(rid)]
+        aborted = self.scheduler.abort_requests(child_ids)
+        return self.output_processor.process(aborted, only_finished=True)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self, only_finished: bool = False) -> list[RequestOutput]:
+        scheduler_output = self.scheduler.schedule()
+        if scheduler_output.is_empty:
+            return []
+        logits = self.runner.execute(scheduler_output)
+        requests = [chunk.request for chunk in scheduler_output.sampling_chunks]
+        sampled = self.sampler(logits, requests)
+        runner_output = RunnerOutput(
+            request_ids=[r.request_id for r in requests],
+            sampled_token_ids=sampled.sampled_token_ids,
+            logprobs=sampled.logprobs,
+        )
+        updated = self.scheduler.update(scheduler_output, runner_output)
+        return self.output_processor.process(updated, only_finished=only_finished)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "num_running": self.scheduler.num_running,
+            "num_waiting": self.scheduler.num_waiting,
+            "kv_cache_usage": self.kv_cache.pool.usage,
+            "num_preemptions": self.scheduler.num_preemptions,
+        }

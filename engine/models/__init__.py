@@ -1,0 +1,1 @@
+"""Llama-family model implementations running over the paged KV cache."""

@@ -1,0 +1,71 @@
+"""Load a Hugging Face Llama-family checkpoint (config.json + *.safetensors) into our model,
+packing q/k/v and gate/up weights as the forward expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, PretrainedConfig
+
+from loomlm.engine.models.arch import LlamaArch, rope_inv_freq
+from loomlm.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
+
+_PACKED = {
+    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+    "gate_up_proj": ("gate_proj", "up_proj"),
+}
+
+
+def read_checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                tensors[name] = handle.get_tensor(name)
+    return tensors
+
+
+def _our_name(hf_name: str) -> str:
+    # HF nests the decoder under "model."; ours is flat.
+    return hf_name.removeprefix("model.")
+
+
+def load_model(
+    model_dir: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[LlamaForCausalLM, LlamaArch, PretrainedConfig]:
+    hf_config = AutoConfig.from_pretrained(model_dir)
+    arch = LlamaArch.from_hf_config(hf_config)
+    inv_freq, rope_scaling = rope_inv_freq(hf_config, arch.head_dim)
+    rotary = RotaryEmbedding(inv_freq, rope_scaling, arch.max_position_embeddings)
+    # Parameters start on the meta device (no init cost); the checkpoint's tensors are assigned.
+    with torch.device("meta"):
+        model = LlamaForCausalLM(arch, rotary)
+    checkpoint = {_our_name(k): v for k, v in read_checkpoint(model_dir).items()}
+
+    state: dict[str, torch.Tensor] = {}
+    for name in model.state_dict():
+        parent, _, leaf = name.rpartition(".")
+        module_parent, _, module = parent.rpartition(".")
+        if module in _PACKED:
+            parts = [checkpoint.pop(f"{module_parent}.{p}.{leaf}", None) for p in _PACKED[module]]
+            if any(p is None for p in parts):
+                raise ValueError(f"checkpoint in {model_dir} lacks one of {_PACKED[module]} for {parent}")
+            state[name] = torch.cat(parts, dim=0)
+        elif name in checkpoint:
+            state[name] = checkpoint.pop(name)
+        else:
+            raise ValueError(f"checkpoint in {model_dir} has no tensor for {name!r}")
+    # A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
+    unused = [k for k in checkpoint if "rotary_emb" not in k and k != "lm_head.weight"]
+    if unused:
+        raise ValueError(f"checkpoint in {model_dir} has tensors the model does not use: {unused[:5]}")
+
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    model.to(device=device)
+    model.eval()
+    return model, arch, hf_config

@@ -1,0 +1,89 @@
+"""Processor: intake. Validates a prompt against the model and its params, tokenizes it (chat
+template included) and builds the Request objects (``n`` of them for ``n`` completions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from loomlm.engine.detokenizer import IncrementalDetokenizer
+from loomlm.engine.request import Request
+from loomlm.engine.sampling_params import SamplingParams
+
+
+class PromptTooLongError(ValueError):
+    """The prompt does not fit the model's context (or the KV cache)."""
+
+
+class Processor:
+    def __init__(self, tokenizer: Any, *, vocab_size: int, max_model_len: int, max_kv_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.max_model_len = max_model_len
+        self.max_kv_tokens = max_kv_tokens
+        self.eos_token_id: int | None = tokenizer.eos_token_id
+
+    def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            return list(self.tokenizer(prompt).input_ids)
+        token_ids = list(prompt)
+        if not token_ids:
+            raise ValueError("the prompt has no tokens")
+        bad = [t for t in token_ids if not isinstance(t, int) or not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
+        return token_ids
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> list[int]:
+        if not messages:
+            raise ValueError("the conversation has no messages")
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError("this model's tokenizer has no chat template; use generate() with a prompt")
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+        # The template already holds any BOS; encoding must not add another.
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def make_requests(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        priority: int = 0,
+        arrival_index: int = 0,
+    ) -> list[Request]:
+        num_prompt = len(prompt_token_ids)
+        if num_prompt >= self.max_model_len:
+            raise PromptTooLongError(
+                f"the prompt has {num_prompt} tokens but the model's context (max_model_len) is "
+                f"{self.max_model_len}, which must also hold at least one generated token; "
+                "shorten the prompt or raise max_model_len"
+            )
+        if num_prompt + 1 > self.max_kv_tokens:
+            raise PromptTooLongError(
+                f"the prompt has {num_prompt} tokens but the KV cache holds {self.max_kv_tokens}; "
+                "raise kv_cache_bytes / num_kv_blocks or shorten the prompt"
+            )
+        bad_stop_ids = [t for t in params.stop_token_ids if t >= self.vocab_size]
+        if bad_stop_ids:
+            raise ValueError(f"stop_token_ids out of range [0, {self.vocab_size}): {bad_stop_ids}")
+        requests = []
+        for index in range(params.n):
+            request = Request(
+                request_id=request_id if params.n == 1 else f"{request_id}#{index}",
+                prompt_token_ids=prompt_token_ids,
+                sampling_params=params,
+                eos_token_id=self.eos_token_id,
+                priority=priority,
+                arrival_index=arrival_index,
+                seed_offset=index,
+            )
+            request.detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params)
+            requests.append(request)
+        return requests

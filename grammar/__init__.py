@@ -1,0 +1,1 @@
+"""loomlm.grammar: structured-output specs compiled to token automata (see issue 3)."""

@@ -1,0 +1,275 @@
+"""Paged attention over a block-table KV cache, for decode and (chunked) prefill in one batch.
+
+Owns `paged_attention_ref` (pure torch on SDPA, the CPU path), `paged_attention_triton` (a flash-style
+kernel walking the block table) and the `paged_attention` dispatcher. Causal rule: the i-th of the
+q_len new queries of a sequence sits at position `seq_len - q_len + i` and sees keys `0..position`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except Exception as exc:  # a broken triton install must not take the CPU path down with it
+    triton = None
+    tl = None
+    _TRITON_IMPORT_ERROR: Exception | None = exc
+else:
+    _TRITON_IMPORT_ERROR = None
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Softmax runs in float32: half-precision inputs are upcast for the reference computation.
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _decode_batch(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len):
+    """One SDPA over many single-query sequences: query [n, heads, d] -> [n, heads, d]."""
+    num_seqs, num_heads, head_dim = query.shape
+    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
+    blocks_per_seq = min(-(-max_seq_len // block_size), block_tables.shape[1])
+    # Entries past a sequence's last block are arbitrary; clamp so the gather stays in bounds (masked anyway).
+    blocks = block_tables[:, :blocks_per_seq].to(torch.int64).clamp(0, num_blocks - 1)
+    context_len = blocks_per_seq * block_size
+    dtype = _compute_dtype(query.dtype)
+    keys = key_cache[blocks].view(num_seqs, context_len, num_kv_heads, head_dim).transpose(1, 2).to(dtype)
+    values = value_cache[blocks].view(num_seqs, context_len, num_kv_heads, head_dim).transpose(1, 2).to(dtype)
+    positions = torch.arange(context_len, device=query.device)
+    mask = (positions[None, :] < seq_lens[:, None].to(positions.dtype))[:, None, None, :]
+    # GQA without expanding K/V: fold each kv head's query heads into SDPA's query-length axis.
+    grouped_query = query.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim).to(dtype)
+    out = F.scaled_dot_product_attention(grouped_query, keys, values, attn_mask=mask, scale=scale)
+    return out.reshape(num_seqs, num_heads, head_dim)
+
+
+def _prefill_one(query, key_cache, value_cache, block_row, seq_len, scale):
+    """SDPA for one sequence's q_len > 1 queries over its gathered context: [q_len, heads, d]."""
+    q_len = query.shape[0]
+    block_size, num_kv_heads, head_dim = key_cache.shape[1:]
+    blocks = block_row[: -(-seq_len // block_size)].to(torch.int64)
+    dtype = _compute_dtype(query.dtype)
+    keys = key_cache[blocks].view(-1, num_kv_heads, head_dim)[:seq_len].transpose(0, 1).to(dtype)
+    values = value_cache[blocks].view(-1, num_kv_heads, head_dim)[:seq_len].transpose(0, 1).to(dtype)
+    queries = query.transpose(0, 1).to(dtype)
+    mask = None  # q_len == seq_len: SDPA's top-left causal mask is also bottom-right
+    if q_len != seq_len:
+        # Bottom-right causal: query i may see keys up to seq_len - q_len + i.
+        key_pos = torch.arange(seq_len, device=query.device)
+        query_pos = torch.arange(seq_len - q_len, seq_len, device=query.device)
+        mask = key_pos[None, :] <= query_pos[:, None]
+    out = F.scaled_dot_product_attention(
+        queries, keys, values, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
+    )
+    return out.transpose(0, 1)
+
+
+def paged_attention_ref(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+) -> torch.Tensor:
+    """Causal paged attention in pure torch; returns [T, num_heads, head_dim] in query's dtype."""
+    num_seqs = seq_lens.shape[0]
+    if max_query_len == 1 and query.shape[0] == num_seqs > 0:
+        # All decodes: row b is sequence b; no per-sequence Python work and no host sync.
+        out = _decode_batch(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len)
+        return out.to(query.dtype)
+    out = torch.zeros_like(query)
+    if query.shape[0] == 0 or num_seqs == 0:
+        return out
+
+    starts = query_start_loc.tolist()
+    lens = seq_lens.tolist()
+    decode_seqs = [b for b in range(num_seqs) if starts[b + 1] - starts[b] == 1]
+    if decode_seqs:
+        seqs = torch.tensor(decode_seqs, device=query.device)
+        rows = torch.tensor([starts[b] for b in decode_seqs], device=query.device)
+        max_len = max(lens[b] for b in decode_seqs)
+        decode_out = _decode_batch(
+            query[rows], key_cache, value_cache, block_tables[seqs], seq_lens[seqs], scale, max_len
+        )
+        out[rows] = decode_out.to(query.dtype)
+    for b in range(num_seqs):
+        start, end = starts[b], starts[b + 1]
+        if end - start > 1:
+            out[start:end] = _prefill_one(
+                query[start:end], key_cache, value_cache, block_tables[b], lens[b], scale
+            ).to(query.dtype)
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _paged_attention_kernel(
+        query_ptr,
+        key_cache_ptr,
+        value_cache_ptr,
+        block_tables_ptr,
+        seq_lens_ptr,
+        query_start_loc_ptr,
+        out_ptr,
+        scale_log2e,
+        queries_per_kv,
+        block_size,
+        head_dim,
+        stride_token,
+        stride_head,
+        stride_cache_block,
+        stride_cache_offset,
+        stride_cache_head,
+        stride_bt_seq,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):
+        # Program = (sequence, kv head, tile of rows). A row is one (query token, query head of this
+        # kv head's group) pair, so each K/V tile is loaded once for the whole GQA group. query and out
+        # share strides, and so do the two caches.
+        seq = tl.program_id(0)
+        kv_head = tl.program_id(1)
+        tile = tl.program_id(2)
+        q_start = tl.load(query_start_loc_ptr + seq)
+        q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+        seq_len = tl.load(seq_lens_ptr + seq)
+        num_rows = q_len * queries_per_kv
+
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_valid = rows < num_rows
+        q_index = rows // queries_per_kv
+        head = kv_head * queries_per_kv + rows % queries_per_kv
+        q_pos = seq_len - q_len + q_index
+        dims = tl.arange(0, BLOCK_D)
+        dim_valid = dims < head_dim
+        row_offsets = (q_start + q_index).to(tl.int64)[:, None] * stride_token + head[:, None] * stride_head
+        io_mask = row_valid[:, None] & dim_valid[None, :]
+        q = tl.load(query_ptr + row_offsets + dims[None, :], mask=io_mask, other=0.0)
+
+        # Keys past the last valid row's position are never needed; empty tiles skip the loop entirely.
+        last_row = tl.minimum(tile * BLOCK_M + BLOCK_M, num_rows) - 1
+        kv_end = tl.where(tile * BLOCK_M < num_rows, seq_len - q_len + last_row // queries_per_kv + 1, 0)
+
+        # Finite initial max so fully masked (padding) rows never compute (-inf) - (-inf).
+        m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        for kv_start in range(0, kv_end, BLOCK_N):
+            kv_pos = kv_start + tl.arange(0, BLOCK_N)
+            kv_valid = kv_pos < kv_end
+            # A KV tile may span several cache blocks: look each position's block up in the table.
+            block_ids = tl.load(
+                block_tables_ptr + seq * stride_bt_seq + kv_pos // block_size, mask=kv_valid, other=0
+            ).to(tl.int64)
+            in_block = kv_pos % block_size
+            kv_mask = kv_valid[:, None] & dim_valid[None, :]
+            kv_offsets = (
+                block_ids[:, None] * stride_cache_block
+                + in_block[:, None] * stride_cache_offset
+                + kv_head * stride_cache_head
+                + dims[None, :]
+            )
+            k = tl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            v = tl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2e
+            visible = (kv_pos[None, :] <= q_pos[:, None]) & kv_valid[None, :]
+            scores = tl.where(visible, scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(scores - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            m_i = m_new
+
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(out_ptr + row_offsets + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=io_mask)
+
+
+def paged_attention_triton(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+) -> torch.Tensor:
+    """Triton version of `paged_attention_ref` (same contract).
+
+    The caches must share strides and have unit stride on head_dim; query is made contiguous if needed.
+    """
+    if triton is None:
+        raise RuntimeError(f"triton is not available: {_TRITON_IMPORT_ERROR!r}")
+    num_tokens, num_heads, head_dim = query.shape
+    num_kv_heads = key_cache.shape[2]
+    num_seqs = seq_lens.shape[0]
+    query = query.contiguous()
+    out = torch.empty_like(query)
+    if num_tokens == 0 or num_seqs == 0 or max_query_len == 0:
+        return out
+    if key_cache.stride(3) != 1 or key_cache.stride() != value_cache.stride():
+        raise ValueError("key_cache and value_cache must share strides, with unit stride on head_dim")
+    block_tables = block_tables if block_tables.stride(1) == 1 else block_tables.contiguous()
+    queries_per_kv = num_heads // num_kv_heads
+    rows_per_seq = max_query_len * queries_per_kv
+    block_m = 16 if rows_per_seq <= 16 else 64  # tl.dot needs >= 16; decode rows are just one GQA group
+    grid = (num_seqs, num_kv_heads, triton.cdiv(rows_per_seq, block_m))
+    _paged_attention_kernel[grid](
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        seq_lens.contiguous(),
+        query_start_loc.contiguous(),
+        out,
+        scale * 1.4426950408889634,  # exp(x) == exp2(x * log2(e))
+        queries_per_kv,
+        key_cache.shape[1],
+        head_dim,
+        query.stride(0),
+        query.stride(1),
+        key_cache.stride(0),
+        key_cache.stride(1),
+        key_cache.stride(2),
+        block_tables.stride(0),
+        BLOCK_M=block_m,
+        BLOCK_N=64,
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+    )
+    return out
+
+
+def paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+) -> torch.Tensor:
+    """Paged attention: the Triton kernel on CUDA (when triton imports), else the torch reference."""
+    impl = paged_attention_triton if query.is_cuda and triton is not None else paged_attention_ref
+    return impl(
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        seq_lens,
+        query_start_loc,
+        scale,
+        max_query_len,
+        max_seq_len,
+    )

@@ -1,0 +1,173 @@
+"""LLM: the offline API. Batches of prompts in, outputs in input order back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig, SchedulingPolicy
+from loomlm.engine.engine import LLMEngine
+from loomlm.engine.outputs import CompletionOutput, RequestOutput
+from loomlm.engine.sampling_params import SamplingParams
+
+PromptInput = str | Sequence[int]
+Conversation = Sequence[dict[str, Any]]
+
+# Batches at least this large show a progress bar by default.
+_PROGRESS_BAR_MIN_PROMPTS = 8
+
+
+class LLM:
+    """A model loaded for offline generation.
+
+    ``LLM()`` serves the embedded default SmolLM2-135M-Instruct; ``LLM("/path/to/hf-dir")`` any
+    local Llama-family checkpoint (Llama, Mistral, Qwen2)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        max_num_seqs: int = 128,
+        max_num_batched_tokens: int = 2048,
+        max_model_len: int | None = None,
+        enable_chunked_prefill: bool = True,
+        scheduling_policy: SchedulingPolicy = "fcfs",
+        block_size: int = 16,
+        num_kv_blocks: int | None = None,
+        kv_cache_bytes: int | None = None,
+        enable_prefix_caching: bool = True,
+        device: str = "cpu",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        scheduler = SchedulerConfig(
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            # The engine caps this at the model's own context length.
+            max_model_len=max_model_len or 1 << 30,
+            enable_chunked_prefill=enable_chunked_prefill,
+            policy=scheduling_policy,
+        )
+        cache = CacheConfig(
+            block_size=block_size,
+            num_blocks=num_kv_blocks,
+            kv_cache_bytes=kv_cache_bytes,
+            enable_prefix_caching=enable_prefix_caching,
+        )
+        self.engine = LLMEngine(
+            EngineConfig(model=model, device=device, dtype=dtype, seed=seed, scheduler=scheduler, cache=cache)
+        )
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    def generate(
+        self,
+        prompts: PromptInput | Sequence[PromptInput],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        priority: Sequence[int] | None = None,
+        use_tqdm: bool | None = None,
+    ) -> list[RequestOutput]:
+        """Generate for one prompt or a batch (strings or token-id lists). Returns one
+        RequestOutput per prompt, in input order. A prompt that cannot run (too long for the
+        context, bad token ids) gets an output with ``error`` set and finish reason ``error``;
+        the rest of the batch runs normally."""
+        prompt_list = _as_prompt_list(prompts)
+        token_ids = [None] * len(prompt_list)
+        return self._run(prompt_list, token_ids, sampling_params, priority, use_tqdm)
+
+    def chat(
+        self,
+        messages: Conversation | Sequence[Conversation],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        use_tqdm: bool | None = None,
+        add_generation_prompt: bool = True,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> list[RequestOutput]:
+        """Generate replies to one conversation (a list of ``{"role", "content"}`` dicts) or a
+        list of conversations, through the model's chat template."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        processor = self.engine.processor
+        token_ids = [
+            processor.apply_chat_template(conv, add_generation_prompt, **(chat_template_kwargs or {}))
+            for conv in conversations
+        ]
+        return self._run(list(token_ids), token_ids, sampling_params, None, use_tqdm)
+
+    def _run(
+        self,
+        prompts: list[PromptInput],
+        prompt_token_ids: list[list[int] | None],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None,
+        priority: Sequence[int] | None,
+        use_tqdm: bool | None,
+    ) -> list[RequestOutput]:
+        params_list = _as_params_list(sampling_params, len(prompts))
+        if priority is not None and len(priority) != len(prompts):
+            raise ValueError(f"got {len(priority)} priorities for {len(prompts)} prompts")
+        results: dict[str, RequestOutput] = {}
+        order: list[str] = []
+        for i, (prompt, params) in enumerate(zip(prompts, params_list, strict=True)):
+            try:
+                request_id = self.engine.add_request(
+                    prompt,
+                    params,
+                    priority=priority[i] if priority is not None else 0,
+                    prompt_token_ids=prompt_token_ids[i],
+                )
+            except ValueError as error:
+                request_id = f"failed-{i}"
+                results[request_id] = _error_output(request_id, prompt, params, str(error))
+            order.append(request_id)
+
+        show = use_tqdm if use_tqdm is not None else len(prompts) >= _PROGRESS_BAR_MIN_PROMPTS
+        with tqdm(total=len(order), desc="generate", disable=not show, dynamic_ncols=True) as bar:
+            bar.update(len(results))
+            while self.engine.has_unfinished_requests():
+                for output in self.engine.step(only_finished=True):
+                    results[output.request_id] = output
+                    bar.update(1)
+        return [results[request_id] for request_id in order]
+
+
+def _as_prompt_list(prompts: PromptInput | Sequence[PromptInput]) -> list[PromptInput]:
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    if prompts and all(isinstance(p, int) for p in prompts):
+        return [prompts]  # one prompt given as token ids
+    return prompts
+
+
+def _as_params_list(
+    params: SamplingParams | Sequence[SamplingParams] | None, num_prompts: int
+) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * num_prompts
+    if isinstance(params, SamplingParams):
+        return [params] * num_prompts
+    params = list(params)
+    if len(params) != num_prompts:
+        raise ValueError(f"got {len(params)} SamplingParams for {num_prompts} prompts; give one or one each")
+    for p in params:
+        if not isinstance(p, SamplingParams):
+            raise TypeError(f"expected SamplingParams, got {type(p).__name__}")
+    return params
+
+
+def _error_output(request_id: str, prompt: PromptInput, params: SamplingParams, error: str) -> RequestOutput:
+    return RequestOutput(
+        request_id=request_id,
+        prompt=prompt if isinstance(prompt, str) else None,
+        prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
+        outputs=[
+            CompletionOutput(index=i, text="", token_ids=[], finish_reason="error") for i in range(params.n)
+        ],
+        finished=True,
+        error=error,
+    )

@@ -1,0 +1,123 @@
+"""Shared fixtures: the real SmolLM2 directory and tokenizer, tiny random Llamas, an HF greedy oracle."""
+
+import os
+
+if os.environ.get("LOOMLM_TEST_NATIVE_TRITON") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run on CPU tensors in tests
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Files that make a directory's tokenizer the real SmolLM2 one (names differ across transformers versions).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from loomlm.engine.model_files import default_model_dir
+
+    return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def _build_tiny_llama(out_dir: Path, smollm2_dir: Path, tokenizer, **overrides) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    params = dict(
+        vocab_size=49152,  # the SmolLM2 vocabulary, so grammar tests see real tokens
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        # std 0.02 gives near-uniform logits and argmax ties; 0.15 makes greedy choices decisive.
+        initializer_range=0.15,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    params.update(overrides)
+    config = LlamaConfig(**params)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model.save_pretrained(out_dir)
+    for name in _TOKENIZER_FILES:
+        if (smollm2_dir / name).is_file():
+            shutil.copy(smollm2_dir / name, out_dir / name)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_dir, tokenizer) -> Path:
+    """2-layer GQA (4 query / 2 kv heads), hidden 64, tied embeddings, random weights, SmolLM2 tokenizer."""
+    return _build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smollm2_dir, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir_untied(tmp_path_factory, smollm2_dir, tokenizer) -> Path:
+    """3-layer MHA (4/4 heads), hidden 64, untied lm_head, random weights, SmolLM2 tokenizer."""
+    return _build_tiny_llama(
+        tmp_path_factory.mktemp("tiny_llama_untied"),
+        smollm2_dir,
+        tokenizer,
+        num_hidden_layers=3,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_greedy():
+    """``(model_dir, prompt_token_ids, max_new_tokens) -> new token ids``: transformers' greedy decode.
+
+    float32, one unpadded prompt, no EOS stop (always exactly ``max_new_tokens`` tokens).
+    Models are loaded once per directory for the session.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    models: dict[str, tuple[torch.nn.Module, object]] = {}
+
+    def generate(model_dir, prompt_token_ids: list[int], max_new_tokens: int) -> list[int]:
+        key = str(Path(model_dir).resolve())
+        if key not in models:
+            model = AutoModelForCausalLM.from_pretrained(key, dtype=torch.float32).eval()
+            gen_cfg = copy.deepcopy(model.generation_config)
+            # No EOS stop and no EOS suppression: the oracle is the plain argmax chain.
+            gen_cfg.update(eos_token_id=None, do_sample=False, temperature=None, top_p=None, top_k=None)
+            if gen_cfg.pad_token_id is None:
+                gen_cfg.pad_token_id = 0  # only silences a warning; a single unpadded prompt never pads
+            models[key] = (model, gen_cfg)
+        model, gen_cfg = models[key]
+        input_ids = torch.tensor([list(prompt_token_ids)], dtype=torch.long)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=gen_cfg,
+            max_new_tokens=max_new_tokens,
+        )
+        new = out[0, input_ids.shape[1] :].tolist()
+        assert len(new) == max_new_tokens, "HF stopped early; the oracle must not stop on EOS"
+        return new
+
+    return generate
