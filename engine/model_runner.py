@@ -13,6 +13,7 @@ from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.llama import LlamaForCausalLM
 from loomlm.engine.outputs import SchedulerOutput
+from loomlm.kernels import AttentionWorkspace
 
 
 class ModelRunner:
@@ -45,6 +46,7 @@ class ModelRunner:
         self._block_tables = np.zeros((max_num_seqs, max_blocks_per_seq), dtype=np.int32)
         self._token_arange = np.arange(max_num_batched_tokens, dtype=np.int64)
         self._seq_arange = np.arange(max_num_seqs, dtype=np.int64)
+        self._workspace = AttentionWorkspace()
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -89,6 +91,7 @@ class ModelRunner:
             query_start_loc=self._to_device(query_start_loc.astype(np.int32)),
             max_query_len=int(query_lens.max()),
             max_seq_len=int(seq_lens.max()),
+            workspace=self._workspace,
         )
         input_ids = self._to_device(np.asarray(token_ids, dtype=np.int64))
         return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices)

@@ -7,8 +7,10 @@ the reference). This package imports only torch and (optionally) triton.
 
 from loomlm.kernels.kv_store import store_kv, store_kv_ref, store_kv_triton
 from loomlm.kernels.paged_attention import paged_attention, paged_attention_ref, paged_attention_triton
+from loomlm.kernels.workspace import AttentionWorkspace
 
 __all__ = [
+    "AttentionWorkspace",
     "paged_attention",
     "paged_attention_ref",
     "paged_attention_triton",

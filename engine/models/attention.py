@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from loomlm.kernels import paged_attention, store_kv
+from loomlm.kernels import AttentionWorkspace, paged_attention, store_kv
 
 
 @dataclass(slots=True)
@@ -19,6 +19,7 @@ class AttentionMetadata:
     query_start_loc: torch.Tensor  # [num_seqs + 1] int32: offsets of each sequence's tokens
     max_query_len: int
     max_seq_len: int
+    workspace: AttentionWorkspace | None = None  # gather buffers kept across steps (CPU path)
 
 
 class PagedAttention(torch.nn.Module):
@@ -50,4 +51,5 @@ class PagedAttention(torch.nn.Module):
             self.scale,
             metadata.max_query_len,
             metadata.max_seq_len,
+            workspace=metadata.workspace,
         )

@@ -18,8 +18,30 @@ from loomlm.engine.detokenizer import IncrementalDetokenizer
 from loomlm.engine.sampling_params import SamplingParams
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-PIECES = ["hello", " world", "héllo", " wörld", "你好", " 世界", "🙂", "🎉", "日本語", "\n", " ", ",", "!",
-          "café", " naïve", "ß", "Ω", "👩‍💻", "x", " 42", " the", " fox"]
+PIECES = [
+    "hello",
+    " world",
+    "héllo",
+    " wörld",
+    "你好",
+    " 世界",
+    "🙂",
+    "🎉",
+    "日本語",
+    "\n",
+    " ",
+    ",",
+    "!",
+    "café",
+    " naïve",
+    "ß",
+    "Ω",
+    "👩‍💻",
+    "x",
+    " 42",
+    " the",
+    " fox",
+]
 SMOLLM2_DIR = Path.home() / ".cache" / "loomlm" / "models" / "SmolLM2-135M-Instruct"
 
 
@@ -30,11 +52,16 @@ def byte_level() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=360, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=360,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=SPECIALS,
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", clean_up_tokenization_spaces=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +70,24 @@ def spiece() -> PreTrainedTokenizerFast:
     corpus = ["hello world, the quick brown fox jumps over the lazy dog! cafe naive 42 x"] * 30
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>", "<|im_end|>"],
-                                  show_progress=False)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>", "<|im_end|>"], show_progress=False
+    )
     tok.train_from_iterator(corpus, trainer)
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
     for b in range(256):  # the byte-fallback tokens, as a Llama vocabulary has them
         vocab.setdefault(f"<0x{b:02X}>", len(vocab))
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>", clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
 
 
 @pytest.fixture(params=["byte_level", "spiece"])
@@ -82,7 +116,7 @@ def continuation(tok, prompt: list[int], out: list[int], skip: bool = True) -> s
     full = tok.decode(prompt + out, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
     head = tok.decode(prompt, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
     assert full.startswith(head)
-    return full[len(head):]
+    return full[len(head) :]
 
 
 def stream(
@@ -142,7 +176,7 @@ def test_many_tokens_per_update_and_no_prompt(tokenizer) -> None:
     out = enc(tokenizer, text)
     detok = IncrementalDetokenizer(tokenizer, [], SamplingParams())
     for start in range(0, len(out), 3):
-        detok.update(out[start:start + 3])
+        detok.update(out[start : start + 3])
     assert detok.get_delta(finished=True) == detok.output_text == tokenizer.decode(out) == text
 
 
@@ -195,8 +229,10 @@ def test_window_stays_small(byte_level) -> None:
 
 def test_decode_token(byte_level, spiece) -> None:
     (world,) = enc(byte_level, " world")[-1:]
-    assert byte_level.convert_ids_to_tokens(world) == "Ġworld" and IncrementalDetokenizer(
-        byte_level, [], SamplingParams()).decode_token(world) == " world"
+    assert (
+        byte_level.convert_ids_to_tokens(world) == "Ġworld"
+        and IncrementalDetokenizer(byte_level, [], SamplingParams()).decode_token(world) == " world"
+    )
     sp = IncrementalDetokenizer(spiece, [], SamplingParams())
     hello = enc(spiece, "hello")[0]
     assert spiece.convert_ids_to_tokens(hello).startswith("▁")
@@ -212,8 +248,9 @@ def test_decode_token(byte_level, spiece) -> None:
 @pytest.mark.parametrize("include", [False, True])
 def test_stop_string_spanning_tokens(tokenizer, include: bool) -> None:
     out = char_ids(tokenizer, "say hello STOP and more")
-    detok, deltas, hit = stream(tokenizer, enc(tokenizer, "hi"), out, stop=["STOP"],
-                                include_stop_str_in_output=include)
+    detok, deltas, hit = stream(
+        tokenizer, enc(tokenizer, "hi"), out, stop=["STOP"], include_stop_str_in_output=include
+    )
     assert hit == "STOP" and detok.stop_reason == "STOP"
     assert len(deltas) == len(char_ids(tokenizer, "say hello STOP"))  # stopped at the "P"
     want = continuation(tokenizer, enc(tokenizer, "hi"), char_ids(tokenizer, "say hello "))
@@ -235,8 +272,9 @@ def test_stop_string_across_two_natural_tokens(byte_level, include: bool) -> Non
     assert detok.output_text == "".join(deltas) == want
 
 
-@pytest.mark.parametrize(("stops", "want"), [(["xyz", "abc"], "abc"), (["abc", "xyz"], "abc"),
-                                           (["cxyz", "bcx"], "bcx")])
+@pytest.mark.parametrize(
+    ("stops", "want"), [(["xyz", "abc"], "abc"), (["abc", "xyz"], "abc"), (["cxyz", "bcx"], "bcx")]
+)
 def test_earliest_match_wins(tokenizer, stops: list[str], want: str) -> None:
     text = "0abcxyz tail"
     detok = IncrementalDetokenizer(tokenizer, [], SamplingParams(stop=stops))
@@ -254,8 +292,13 @@ def test_earlier_stop_over_the_boundary_beats_later_one_in_new_text(tokenizer) -
 
 @pytest.mark.parametrize("include", [False, True])
 def test_stop_string_at_the_very_start(tokenizer, include: bool) -> None:
-    detok, deltas, hit = stream(tokenizer, enc(tokenizer, "Q:"), char_ids(tokenizer, "Hi there"),
-                                stop=["Hi"], include_stop_str_in_output=include)
+    detok, deltas, hit = stream(
+        tokenizer,
+        enc(tokenizer, "Q:"),
+        char_ids(tokenizer, "Hi there"),
+        stop=["Hi"],
+        include_stop_str_in_output=include,
+    )
     assert hit == "Hi" and len(deltas) == 2
     assert detok.output_text == "".join(deltas) == ("Hi" if include else "")
 
@@ -305,8 +348,10 @@ def test_smollm2_tokenizer() -> None:
         text = random_text(rng)
         out = [*enc(tok, text), tok.convert_tokens_to_ids("<|im_end|>")]
         detok, deltas, _ = stream(tok, prompt, out)
-        assert detok.output_text == text == tok.decode(
-            out, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        assert (
+            detok.output_text
+            == text
+            == tok.decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         )
         assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
     _, deltas, _ = stream(tok, prompt, enc(tok, " a🎉"))  # the emoji is split over 3 byte tokens

@@ -29,7 +29,9 @@ def tiny_prompts():
 
 
 @pytest.mark.parametrize("chunked", [True, False])
-def test_tiny_llama_matches_hf_with_and_without_chunked_prefill(tiny_llama_dir, hf_greedy, tiny_prompts, chunked):
+def test_tiny_llama_matches_hf_with_and_without_chunked_prefill(
+    tiny_llama_dir, hf_greedy, tiny_prompts, chunked
+):
     llm = LLM(
         str(tiny_llama_dir),
         enable_chunked_prefill=chunked,
