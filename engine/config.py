@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 SchedulingPolicy = Literal["fcfs", "priority"]
@@ -18,7 +18,8 @@ class SchedulerConfig:
     max_num_seqs: int = 128
     # Token budget of one step: the sum of prefill chunks and decodes.
     max_num_batched_tokens: int = 2048
-    max_model_len: int = 8192
+    # None: the model's own context length (resolved by the engine).
+    max_model_len: int | None = None
     enable_chunked_prefill: bool = True
     policy: SchedulingPolicy = "fcfs"
 
@@ -28,17 +29,23 @@ class SchedulerConfig:
             self.max_num_batched_tokens >= 1,
             f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}",
         )
-        _require(self.max_model_len >= 2, f"max_model_len must be >= 2, got {self.max_model_len}")
+        _require(
+            self.max_model_len is None or self.max_model_len >= 2,
+            f"max_model_len must be >= 2, got {self.max_model_len}",
+        )
         _require(
             self.policy in ("fcfs", "priority"),
             f"policy must be 'fcfs' or 'priority', got {self.policy!r}",
         )
-        _require(
-            self.enable_chunked_prefill or self.max_num_batched_tokens >= self.max_model_len,
-            "without chunked prefill a whole prompt must fit one step: set max_num_batched_tokens "
-            f"({self.max_num_batched_tokens}) >= max_model_len ({self.max_model_len}), or enable "
-            "chunked prefill",
-        )
+
+    def resolved(self, model_max_len: int) -> SchedulerConfig:
+        """This config with max_model_len capped at the model's context; without chunked prefill
+        the step budget grows to max_model_len so that any prompt fits one step."""
+        max_model_len = min(self.max_model_len or model_max_len, model_max_len)
+        budget = self.max_num_batched_tokens
+        if not self.enable_chunked_prefill:
+            budget = max(budget, max_model_len)
+        return replace(self, max_model_len=max_model_len, max_num_batched_tokens=budget)
 
 
 @dataclass(slots=True)

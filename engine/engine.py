@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,14 +38,13 @@ class LLMEngine:
         self.model, self.arch, self.hf_config = load_model(self.model_dir, dtype, config.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
 
-        sched = config.scheduler
-        max_model_len = min(sched.max_model_len, self.arch.max_position_embeddings)
+        model_max_len = self.arch.max_position_embeddings
         if self.arch.sliding_window:
             # Attention here is full-context; capping the length keeps it exact under a window.
-            max_model_len = min(max_model_len, self.arch.sliding_window)
-        sched.max_model_len = max_model_len
-        if not sched.enable_chunked_prefill:
-            sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, max_model_len)
+            model_max_len = min(model_max_len, self.arch.sliding_window)
+        sched = config.scheduler.resolved(model_max_len)
+        max_model_len = sched.max_model_len
+        self.config = config = replace(config, scheduler=sched)
 
         cache = config.cache
         num_blocks = cache.num_blocks or self._num_blocks_for_budget(dtype)

@@ -18,6 +18,8 @@ NEG_INF = float("-inf")
 # Slack on the top-p / min-p boundaries: softmax and cumsum round, and a token sitting exactly on a
 # boundary (probs 0.5 + 0.3 with top_p=0.8) must land on the documented side, not on rounding noise.
 _EPS = 1e-6
+# Top-k/top-p first filter within this many largest logits (exact; see apply_top_k_top_p).
+_CANDIDATES = 1024
 
 
 def pad_token_ids(
@@ -89,22 +91,51 @@ def apply_penalties(
 
 
 def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Top-k then top-p, from one sort. ``top_k`` ``[R]`` int (0 = off) keeps the k largest, ties at the
-    boundary broken by sort order. ``top_p`` ``[R]`` (1 = off) keeps the smallest prefix of the
-    descending distribution (renormalised after top-k) whose mass reaches ``top_p``; the most
-    likely token always survives."""
+    """Top-k then top-p. ``top_k`` ``[R]`` int (0 = off) keeps the k largest, ties at the boundary
+    broken by sort order. ``top_p`` ``[R]`` (1 = off) keeps the smallest prefix of the descending
+    distribution (renormalised after top-k) whose mass reaches ``top_p``; the most likely token
+    always survives.
+
+    Sorting a 50k vocabulary per row dominates sampling cost, so the filters first run on the
+    ``_CANDIDATES`` largest logits. That is exact whenever every filtering row's kept set lies in
+    that prefix (k within it, or the prefix's mass already reaching top_p); otherwise a full sort runs."""
     vocab = logits.shape[1]
+    full_log_mass = logits.logsumexp(dim=-1)
+    num_candidates = min(vocab, max(_CANDIDATES, int(top_k.max())))
+    if num_candidates < vocab:
+        values, order = logits.topk(num_candidates, dim=-1, sorted=True)
+        candidate_mass = (values.logsumexp(dim=-1) - full_log_mass).exp()
+        k_inside = (top_k > 0) & (top_k <= num_candidates)
+        p_inside = (top_p < 1) & (candidate_mass >= top_p + _EPS)
+        unfiltered = (top_k == 0) & (top_p >= 1)
+        if bool((k_inside | p_inside | unfiltered).all()):
+            drop = _top_k_top_p_drop(values, top_k, top_p, full_log_mass)
+            kept = torch.full_like(logits, NEG_INF).scatter_(1, order, values.masked_fill(drop, NEG_INF))
+            return torch.where(unfiltered.unsqueeze(1), logits, kept)
     sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
-    positions = torch.arange(vocab, device=logits.device)
-    k = torch.where(top_k > 0, top_k, vocab).unsqueeze(1)
+    drop = _top_k_top_p_drop(sorted_logits, top_k, top_p, full_log_mass)
+    return logits.masked_fill(torch.empty_like(drop).scatter_(1, order, drop), NEG_INF)
+
+
+def _top_k_top_p_drop(
+    sorted_logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, full_log_mass: torch.Tensor
+) -> torch.Tensor:
+    """Drop mask over a descending-sorted prefix of each row. Probabilities are normalised over the
+    top-k set where top-k is on, else over the whole row (``full_log_mass``), so a truncated prefix
+    gives the same masses as the full sort."""
+    width = sorted_logits.shape[1]
+    positions = torch.arange(width, device=sorted_logits.device)
+    k = torch.where(top_k > 0, top_k, width).unsqueeze(1)
     drop = positions >= k
-    probs = sorted_logits.masked_fill(drop, NEG_INF).softmax(dim=-1)
+    masked = sorted_logits.masked_fill(drop, NEG_INF)
+    log_mass = torch.where(top_k > 0, masked.logsumexp(dim=-1), full_log_mass).unsqueeze(1)
+    probs = (masked - log_mass).exp()
     mass_before = probs.cumsum(dim=-1) - probs
     # Rows with top_p == 1 skip the test entirely: their tail mass can round past 1 - eps.
     p = top_p.unsqueeze(1)
     drop |= (mass_before >= p - _EPS) & (p < 1)
     drop[:, 0] = False
-    return logits.masked_fill(torch.empty_like(drop).scatter_(1, order, drop), NEG_INF)
+    return drop
 
 
 def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ from loomlm.engine.request import Request, RequestStatus
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager) -> None:
+        if config.max_model_len is None:
+            raise ValueError("SchedulerConfig.max_model_len must be set: use config.resolved(model_max_len)")
         self.config = config
         self.kv_cache = kv_cache
         self._by_priority = config.policy == "priority"

@@ -45,8 +45,7 @@ class LLM:
         scheduler = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
-            # The engine caps this at the model's own context length.
-            max_model_len=max_model_len or 1 << 30,
+            max_model_len=max_model_len,  # None: the model's own context length
             enable_chunked_prefill=enable_chunked_prefill,
             policy=scheduling_policy,
         )

@@ -46,22 +46,26 @@ def load_model(
     with torch.device("meta"):
         model = LlamaForCausalLM(arch, rotary)
     checkpoint = {_our_name(k): v for k, v in read_checkpoint(model_dir).items()}
+    if arch.tie_word_embeddings or "lm_head.weight" not in checkpoint:
+        checkpoint["lm_head.weight"] = checkpoint["embed_tokens.weight"]
 
     state: dict[str, torch.Tensor] = {}
     for name in model.state_dict():
         parent, _, leaf = name.rpartition(".")
         module_parent, _, module = parent.rpartition(".")
+        hf_leaf = "weight" if leaf == "weight_t" else leaf
         if module in _PACKED:
-            parts = [checkpoint.pop(f"{module_parent}.{p}.{leaf}", None) for p in _PACKED[module]]
+            parts = [checkpoint.pop(f"{module_parent}.{p}.{hf_leaf}", None) for p in _PACKED[module]]
             if any(p is None for p in parts):
                 raise ValueError(f"checkpoint in {model_dir} lacks one of {_PACKED[module]} for {parent}")
-            state[name] = torch.cat(parts, dim=0)
-        elif name in checkpoint:
-            state[name] = checkpoint.pop(name)
+            tensor = torch.cat(parts, dim=0)
+        elif f"{parent}.{hf_leaf}" in checkpoint:
+            tensor = checkpoint.pop(f"{parent}.{hf_leaf}")
         else:
-            raise ValueError(f"checkpoint in {model_dir} has no tensor for {name!r}")
-    # A tied checkpoint may still carry lm_head.weight (a copy of the embedding).
-    unused = [k for k in checkpoint if "rotary_emb" not in k and k != "lm_head.weight"]
+            raise ValueError(f"checkpoint in {model_dir} has no tensor for {parent}.{hf_leaf!r}")
+        # Linear layers keep W transposed ([in, out]); see loomlm.engine.models.llama.Linear.
+        state[name] = tensor.t().contiguous() if leaf == "weight_t" else tensor
+    unused = [k for k in checkpoint if "rotary_emb" not in k and k != "embed_tokens.weight"]
     if unused:
         raise ValueError(f"checkpoint in {model_dir} has tensors the model does not use: {unused[:5]}")
 

@@ -336,3 +336,23 @@ def test_bad_shapes_are_rejected():
         sampler(torch.zeros(3, V), [make_request()] * 3)
     with pytest.raises(ValueError, match="shape"):
         sampler(torch.zeros(1, V + 1), [make_request()])
+
+
+@pytest.mark.parametrize("flat_row", [False, True])
+def test_top_k_top_p_on_a_large_vocab_matches_the_full_sort(monkeypatch, flat_row):
+    """The candidate-prefix fast path keeps exactly the same support as a full sort; a row whose
+    nucleus does not fit the prefix (flat logits) falls back to the full sort."""
+    import loomlm.engine.sampling_ops as ops
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 8000, generator=generator) * 4  # peaked, like a language model
+    if flat_row:
+        logits[2] = torch.randn(8000, generator=generator) * 0.01
+    top_k = torch.tensor([0, 5, 0, 2000, 0, 0])
+    top_p = torch.tensor([0.9, 1.0, 0.95, 0.5, 1.0, 0.3])
+    fast = apply_top_k_top_p(logits, top_k, top_p)
+    monkeypatch.setattr(ops, "_CANDIDATES", 10**9)
+    full = apply_top_k_top_p(logits, top_k, top_p)
+    assert torch.equal(torch.isfinite(fast), torch.isfinite(full))
+    assert torch.equal(fast[torch.isfinite(fast)], full[torch.isfinite(full)])
+    assert torch.isfinite(fast[4]).all()  # a row with no filter keeps everything
