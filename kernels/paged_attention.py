@@ -29,29 +29,38 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _decode_batch(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len, workspace):
-    """One SDPA over many single-query sequences: query [n, heads, d] -> [n, heads, d]."""
-    num_seqs, num_heads, head_dim = query.shape
-    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
-    blocks_per_seq = min(-(-max_seq_len // block_size), block_tables.shape[1])
-    context_len = blocks_per_seq * block_size
-    dtype = _compute_dtype(query.dtype)
-    if workspace is not None and key_cache.is_contiguous() and value_cache.is_contiguous():
-        blocks, mask = workspace.decode_index(block_tables, seq_lens, blocks_per_seq, block_size, num_blocks)
-        row_numel = block_size * num_kv_heads * head_dim
-        keys, values = workspace.kv_buffers(blocks.numel(), row_numel, key_cache.dtype, query.device)
-        torch.index_select(key_cache.view(num_blocks, row_numel), 0, blocks, out=keys)
-        torch.index_select(value_cache.view(num_blocks, row_numel), 0, blocks, out=values)
-    else:
+    """Attention for many single-query sequences: query [n, heads, d] -> [n, heads, d]."""
+    num_blocks, block_size = key_cache.shape[:2]
+    if workspace is None or not (key_cache.is_contiguous() and value_cache.is_contiguous()):
+        blocks_per_seq = min(-(-max_seq_len // block_size), block_tables.shape[1])
         # Entries past a sequence's last block are arbitrary; clamp so the gather stays in bounds.
         blocks = block_tables[:, :blocks_per_seq].to(torch.int64).clamp(0, num_blocks - 1).reshape(-1)
-        positions = torch.arange(context_len, device=query.device)
+        positions = torch.arange(blocks_per_seq * block_size, device=query.device)
         mask = (positions[None, :] < seq_lens[:, None].to(positions.dtype))[:, None, None, :]
-        keys, values = key_cache[blocks], value_cache[blocks]
-    shape = (num_seqs, context_len, num_kv_heads, head_dim)
-    keys = keys.view(shape).transpose(1, 2)
-    values = values.view(shape).transpose(1, 2)
-    if keys.dtype != dtype:
-        keys, values = keys.to(dtype), values.to(dtype)
+        return _decode_sdpa(query, key_cache[blocks], value_cache[blocks], key_cache.shape[2], mask, scale)
+    out = None
+    row_numel = key_cache[0].numel()
+    for bucket in workspace.decode_plan(block_tables, seq_lens, block_size, num_blocks):
+        keys, values = workspace.kv_buffers(bucket.blocks.numel(), row_numel, key_cache.dtype, query.device)
+        torch.index_select(key_cache.view(num_blocks, row_numel), 0, bucket.blocks, out=keys)
+        torch.index_select(value_cache.view(num_blocks, row_numel), 0, bucket.blocks, out=values)
+        if bucket.rows is None:
+            return _decode_sdpa(query, keys, values, key_cache.shape[2], bucket.mask, scale)
+        if out is None:
+            out = torch.empty_like(query, dtype=_compute_dtype(query.dtype))
+        out[bucket.rows] = _decode_sdpa(
+            query[bucket.rows], keys, values, key_cache.shape[2], bucket.mask, scale
+        )
+    return out
+
+
+def _decode_sdpa(query, gathered_keys, gathered_values, num_kv_heads, mask, scale):
+    """One SDPA over single-query sequences whose K/V blocks were gathered (any leading shape)."""
+    num_seqs, num_heads, head_dim = query.shape
+    dtype = _compute_dtype(query.dtype)
+    shape = (num_seqs, -1, num_kv_heads, head_dim)
+    keys = gathered_keys.view(shape).transpose(1, 2).to(dtype)
+    values = gathered_values.view(shape).transpose(1, 2).to(dtype)
     # GQA without expanding K/V: fold each kv head's query heads into SDPA's query-length axis.
     grouped_query = query.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim).to(dtype)
     out = F.scaled_dot_product_attention(grouped_query, keys, values, attn_mask=mask, scale=scale)
