@@ -53,10 +53,6 @@ class BlockPool:
         return len(self._free)
 
     @property
-    def num_cached_blocks(self) -> int:
-        return len(self._cached)
-
-    @property
     def usage(self) -> float:
         return 1.0 - len(self._free) / self.num_blocks
 
@@ -104,10 +100,6 @@ class BlockPool:
         block.block_hash = block_hash
         block.token_ids = tuple(token_ids)
         self._cached[block_hash] = block
-
-    def reset_prefix_cache(self) -> None:
-        for block in list(self._cached.values()):
-            self._evict(block)
 
     def _evict(self, block: KVBlock) -> None:
         if block.block_hash is not None:

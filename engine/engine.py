@@ -32,7 +32,6 @@ _DEFAULT_KV_CACHE_BYTES = 2 << 30
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
         self.model_dir = resolve_model_dir(config.model)
         dtype = _DTYPES[config.dtype]
         self.model, self.arch, self.hf_config = load_model(self.model_dir, dtype, config.device)

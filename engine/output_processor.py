@@ -29,9 +29,6 @@ class OutputProcessor:
         group = self._groups.get(request_id)
         return [child.request_id for child in group.children] if group else []
 
-    def __len__(self) -> int:
-        return len(self._groups)
-
     def process(self, updated: list[Request], only_finished: bool = False) -> list[RequestOutput]:
         """RequestOutputs for the groups touched by ``updated``; finished groups are released."""
         outputs = []
