@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from loomlm.grammar.compiler import CompilerConfig, default_grammar_cache_dir
+
 SchedulingPolicy = Literal["fcfs", "priority"]
 
 
@@ -70,6 +72,27 @@ class CacheConfig:
 
 
 @dataclass(slots=True)
+class LoRAConfig:
+    """Multi-LoRA serving. ``max_loras`` adapters can run in one step (device slots), each of rank
+    at most ``max_lora_rank``; ``max_cpu_loras`` loaded adapters stay in memory (others are re-read)."""
+
+    enable: bool = False
+    max_loras: int = 4
+    max_lora_rank: int = 64
+    max_cpu_loras: int | None = None  # None: max(max_loras, 16)
+
+    def __post_init__(self) -> None:
+        _require(self.max_loras >= 1, f"max_loras must be >= 1, got {self.max_loras}")
+        _require(self.max_lora_rank >= 1, f"max_lora_rank must be >= 1, got {self.max_lora_rank}")
+        if self.max_cpu_loras is None:
+            self.max_cpu_loras = max(self.max_loras, 16)
+        _require(
+            self.max_cpu_loras >= self.max_loras,
+            f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})",
+        )
+
+
+@dataclass(slots=True)
 class EngineConfig:
     model: str | None = None  # local HF directory; None selects the default SmolLM2-135M-Instruct
     device: str = "cpu"
@@ -77,6 +100,11 @@ class EngineConfig:
     seed: int | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Grammar compilation (workers, caches, time and size limits) for structured output.
+    grammar: CompilerConfig = field(
+        default_factory=lambda: CompilerConfig(cache_dir=default_grammar_cache_dir())
+    )
 
     def __post_init__(self) -> None:
         _require(

@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from loomlm.adapters.layers import LoRAModelWeights
+from loomlm.adapters.registry import AdapterRef, AdapterRegistry
+from loomlm.adapters.spec import LoRABaseSpec
 from loomlm.engine.config import EngineConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
 from loomlm.engine.model_files import resolve_model_dir
@@ -23,6 +26,7 @@ from loomlm.engine.processor import Processor
 from loomlm.engine.sampler import Sampler
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.engine.scheduler import Scheduler
+from loomlm.engine.structured_output import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,15 @@ class LLMEngine:
         cache = config.cache
         num_blocks = cache.num_blocks or self._num_blocks_for_budget(dtype)
         self.kv_cache = KVCacheManager(num_blocks, cache.block_size, cache.enable_prefix_caching)
-        self.scheduler = Scheduler(sched, self.kv_cache)
+        self.structured_output = StructuredOutputManager(
+            self.tokenizer,
+            vocab_size=self.arch.vocab_size,
+            max_num_seqs=sched.max_num_seqs,
+            device=config.device,
+            config=config.grammar,
+        )
+        lora_weights, self.adapters = self._build_lora(dtype) if config.lora.enable else (None, None)
+        self.scheduler = Scheduler(sched, self.kv_cache, self.structured_output, self.adapters)
         self.runner = ModelRunner(
             self.model,
             self.arch,
@@ -59,6 +71,7 @@ class LLMEngine:
             max_model_len=max_model_len,
             dtype=dtype,
             device=config.device,
+            lora_weights=lora_weights,
         )
         self.sampler = Sampler(self.arch.vocab_size, sched.max_num_seqs, config.device, config.seed)
         self.processor = Processor(
@@ -66,6 +79,8 @@ class LLMEngine:
             vocab_size=self.arch.vocab_size,
             max_model_len=max_model_len,
             max_kv_tokens=num_blocks * cache.block_size,
+            structured_output=self.structured_output,
+            adapters=self.adapters,
         )
         self.output_processor = OutputProcessor()
         self._request_counter = itertools.count()
@@ -83,6 +98,52 @@ class LLMEngine:
             raise ValueError(f"kv_cache_bytes={budget} holds no block of {bytes_per_block} bytes; raise it")
         return int(num_blocks)
 
+    def _build_lora(self, dtype: torch.dtype) -> tuple[LoRAModelWeights, AdapterRegistry]:
+        """The LoRA slot buffers (allocated once, sized by the LoRA config) and the registry."""
+        lora, arch = self.config.lora, self.arch
+        spec = LoRABaseSpec.for_llama(
+            model_type=arch.model_type,
+            num_layers=arch.num_layers,
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size,
+            num_heads=arch.num_heads,
+            num_kv_heads=arch.num_kv_heads,
+            head_dim=arch.head_dim,
+        )
+        weights = LoRAModelWeights(
+            spec,
+            num_slots=lora.max_loras,
+            max_rank=lora.max_lora_rank,
+            max_num_tokens=self.config.scheduler.max_num_batched_tokens,
+            dtype=dtype,
+            device=self.config.device,
+        )
+        registry = AdapterRegistry(
+            spec,
+            weights,
+            max_loras=lora.max_loras,
+            max_cpu_loras=lora.max_cpu_loras,
+            max_lora_rank=lora.max_lora_rank,
+        )
+        return weights, registry
+
+    # -- adapters -------------------------------------------------------------------------------
+    def _registry(self) -> AdapterRegistry:
+        if self.adapters is None:
+            raise ValueError("LoRA is not enabled in this engine (EngineConfig.lora.enable)")
+        return self.adapters
+
+    def load_adapter(self, name: str, path: str) -> AdapterRef:
+        """Load and validate a PEFT adapter under ``name`` (AdapterError if it does not fit)."""
+        return self._registry().load(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        """New requests can no longer use ``name``; requests already queued finish with it."""
+        self._registry().unload(name)
+
+    def list_adapters(self) -> list[AdapterRef]:
+        return self._registry().list() if self.adapters is not None else []
+
     # -- requests -------------------------------------------------------------------------------
     def add_request(
         self,
@@ -92,14 +153,16 @@ class LLMEngine:
         request_id: str | None = None,
         priority: int = 0,
         prompt_token_ids: list[int] | None = None,
+        adapter: str | AdapterRef | None = None,
     ) -> str:
-        """Queue a prompt (text or token ids). Raises ValueError naming the problem for a bad
-        prompt; nothing is queued then."""
+        """Queue a prompt (text or token ids), optionally under a loaded LoRA adapter. Raises
+        ValueError (AdapterError for an unknown adapter) naming the problem; nothing is queued then."""
+        adapter_ref = self.processor.resolve_adapter(adapter)
         index = next(self._request_counter)
         request_id = request_id if request_id is not None else str(index)
         token_ids = prompt_token_ids if prompt_token_ids is not None else self.processor.tokenize(prompt)
         children = self.processor.make_requests(
-            request_id, token_ids, params, priority=priority, arrival_index=index
+            request_id, token_ids, params, priority=priority, arrival_index=index, adapter=adapter_ref
         )
         for child in children:
             self.scheduler.add_request(child)
@@ -117,17 +180,20 @@ class LLMEngine:
     # -- one step -------------------------------------------------------------------------------
     def step(self, only_finished: bool = False) -> list[RequestOutput]:
         scheduler_output = self.scheduler.schedule()
+        failed = self.scheduler.take_failed()
         if scheduler_output.is_empty:
-            return []
+            return self.output_processor.process(failed, only_finished=only_finished)
         logits = self.runner.execute(scheduler_output)
         requests = [chunk.request for chunk in scheduler_output.sampling_chunks]
-        sampled = self.sampler(logits, requests)
+        # Host-side mask filling runs while a GPU forward is still in flight (launches are async).
+        token_bitmask = self.structured_output.fill_bitmask(requests)
+        sampled = self.sampler(logits, requests, token_bitmask)
         runner_output = RunnerOutput(
             request_ids=[r.request_id for r in requests],
             sampled_token_ids=sampled.sampled_token_ids,
             logprobs=sampled.logprobs,
         )
-        updated = self.scheduler.update(scheduler_output, runner_output)
+        updated = failed + self.scheduler.update(scheduler_output, runner_output)
         return self.output_processor.process(updated, only_finished=only_finished)
 
     def stats(self) -> dict[str, Any]:
@@ -137,3 +203,7 @@ class LLMEngine:
             "kv_cache_usage": self.kv_cache.pool.usage,
             "num_preemptions": self.scheduler.num_preemptions,
         }
+
+    def close(self) -> None:
+        """Stop the grammar compile workers (also done when the engine is garbage-collected)."""
+        self.structured_output.close()

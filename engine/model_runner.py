@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from loomlm.adapters.layers import LoRAModelWeights, LoRAStep
+from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.llama import LlamaForCausalLM
@@ -29,6 +31,7 @@ class ModelRunner:
         max_model_len: int,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        lora_weights: LoRAModelWeights | None = None,
     ) -> None:
         self.model = model
         self.arch = arch
@@ -47,6 +50,13 @@ class ModelRunner:
         self._token_arange = np.arange(max_num_batched_tokens, dtype=np.int64)
         self._seq_arange = np.arange(max_num_seqs, dtype=np.int64)
         self._workspace = AttentionWorkspace()
+        self.lora_weights = lora_weights
+        self._lora_builder = (
+            LoRABatchMetadataBuilder(max_num_batched_tokens, lora_weights.num_slots, self.device)
+            if lora_weights is not None
+            else None
+        )
+        self._seq_slots = np.full(max_num_seqs, -1, dtype=np.int32)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -54,7 +64,7 @@ class ModelRunner:
 
     def prepare_inputs(
         self, scheduler_output: SchedulerOutput
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, LoRAStep | None]:
         chunks = scheduler_output.chunks
         num_seqs = len(chunks)
         token_ids: list[int] = []
@@ -62,6 +72,7 @@ class ModelRunner:
         query_lens = np.empty(num_seqs, dtype=np.int64)
         samples = np.empty(num_seqs, dtype=bool)
         max_blocks = 1
+        has_lora = False
         for i, chunk in enumerate(chunks):
             token_ids.extend(chunk.request.all_token_ids[chunk.start_position : chunk.end_position])
             starts[i] = chunk.start_position
@@ -69,6 +80,9 @@ class ModelRunner:
             samples[i] = chunk.samples
             self._block_tables[i, : len(chunk.block_ids)] = chunk.block_ids
             max_blocks = max(max_blocks, len(chunk.block_ids))
+            slot = chunk.request.adapter_slot
+            self._seq_slots[i] = -1 if slot is None else slot
+            has_lora = has_lora or slot is not None
 
         num_tokens = len(token_ids)
         query_start_loc = np.zeros(num_seqs + 1, dtype=np.int64)
@@ -94,11 +108,19 @@ class ModelRunner:
             workspace=self._workspace,
         )
         input_ids = self._to_device(np.asarray(token_ids, dtype=np.int64))
-        return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices)
+        lora = self._lora_step(query_lens) if has_lora else None
+        return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices), lora
+
+    def _lora_step(self, query_lens: np.ndarray) -> LoRAStep | None:
+        """Group this step's tokens by adapter slot, once for every layer."""
+        if self._lora_builder is None or self.lora_weights is None:
+            raise ValueError("a request has an adapter slot but the runner has no LoRA weights")
+        token_slots = np.repeat(self._seq_slots[: query_lens.shape[0]], query_lens)
+        return self.lora_weights.step(self._lora_builder.build(token_slots))
 
     @torch.inference_mode()
     def execute(self, scheduler_output: SchedulerOutput) -> torch.Tensor:
         """Logits ``[num_sampling_rows, vocab]`` (float32), in ``sampling_chunks`` order."""
-        input_ids, positions, metadata, logits_indices = self.prepare_inputs(scheduler_output)
-        hidden = self.model(input_ids, positions, self.kv_caches, metadata)
+        input_ids, positions, metadata, logits_indices, lora = self.prepare_inputs(scheduler_output)
+        hidden = self.model(input_ids, positions, self.kv_caches, metadata, lora)
         return self.model.compute_logits(hidden[logits_indices]).float()

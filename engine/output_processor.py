@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from loomlm.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from loomlm.engine.request import Request
+from loomlm.grammar.specs import OutputParseError
 
 
 @dataclass(slots=True)
@@ -79,7 +81,7 @@ class OutputProcessor:
                     }
                     for step in logprobs
                 ]
-        return CompletionOutput(
+        completion = CompletionOutput(
             index=request.seed_offset,
             text=detokenizer.output_text if detokenizer is not None else "",
             token_ids=request.output_token_ids,
@@ -88,3 +90,26 @@ class OutputProcessor:
             logprobs=logprobs,
             cumulative_logprob=cumulative,
         )
+        if request.grammar_spec is not None and request.is_finished:
+            completion.parsed, completion.parse_error = _parse(request, completion.text)
+        return completion
+
+
+def _parse(request: Request, text: str) -> tuple[Any, str | None]:
+    """The typed result of a finished constrained request, or (None, why not). Never a half object."""
+    if request.error is not None:
+        return None, request.error
+    grammar = request.grammar
+    if grammar is None or not grammar.is_accepting():
+        if request.finish_reason == "length":
+            return None, (
+                f"generation stopped at max_tokens={request.sampling_params.max_tokens} before the "
+                "structured output was complete; raise max_tokens"
+            )
+        if request.finish_reason == "abort":
+            return None, "the request was aborted before the structured output was complete"
+        return None, f"generation ended ({request.stop_reason!r}) before the structured output was complete"
+    try:
+        return request.grammar_spec.parse(text), None
+    except OutputParseError as error:
+        return None, str(error)

@@ -4,7 +4,7 @@ and what a step hands the caller. Plain dataclasses, so each stage is tested alo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from loomlm.engine.request import Request
@@ -70,6 +70,10 @@ class CompletionOutput:
     stop_reason: int | str | None = None
     logprobs: list[dict[int, Logprob]] | None = None
     cumulative_logprob: float | None = None
+    # Structured output, once finished: the typed value (a model instance, dict, string or the chosen
+    # option), or None with ``parse_error`` saying why (stopped at max_tokens, failed validation...).
+    parsed: Any = None
+    parse_error: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -1,14 +1,18 @@
 """Processor: intake. Validates a prompt against the model and its params, tokenizes it (chat
-template included) and builds the Request objects (``n`` of them for ``n`` completions)."""
+template included), resolves its response format (grammar compiling starts here) and builds the
+Request objects (``n`` of them for ``n`` completions)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from loomlm.adapters.errors import AdapterError
+from loomlm.adapters.registry import AdapterRef, AdapterRegistry
 from loomlm.engine.detokenizer import IncrementalDetokenizer
 from loomlm.engine.request import Request
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.engine.structured_output import StructuredOutputManager
 
 
 class PromptTooLongError(ValueError):
@@ -16,8 +20,19 @@ class PromptTooLongError(ValueError):
 
 
 class Processor:
-    def __init__(self, tokenizer: Any, *, vocab_size: int, max_model_len: int, max_kv_tokens: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        vocab_size: int,
+        max_model_len: int,
+        max_kv_tokens: int,
+        structured_output: StructuredOutputManager | None = None,
+        adapters: AdapterRegistry | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.adapters = adapters  # None: LoRA is not enabled
+        self.structured_output = structured_output
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.max_kv_tokens = max_kv_tokens
@@ -49,6 +64,14 @@ class Processor:
         # The template already holds any BOS; encoding must not add another.
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
+    def resolve_adapter(self, adapter: str | AdapterRef | None) -> AdapterRef | None:
+        """The loaded adapter a request names (None: the base model); AdapterError if unknown."""
+        if adapter is None or isinstance(adapter, AdapterRef):
+            return adapter
+        if self.adapters is None:
+            raise AdapterError(f"adapter {adapter!r} requested but LoRA is not enabled (enable_lora=True)")
+        return self.adapters.get(adapter)
+
     def make_requests(
         self,
         request_id: str,
@@ -57,6 +80,7 @@ class Processor:
         *,
         priority: int = 0,
         arrival_index: int = 0,
+        adapter: AdapterRef | None = None,
     ) -> list[Request]:
         num_prompt = len(prompt_token_ids)
         if num_prompt >= self.max_model_len:
@@ -73,6 +97,11 @@ class Processor:
         bad_stop_ids = [t for t in params.stop_token_ids if t >= self.vocab_size]
         if bad_stop_ids:
             raise ValueError(f"stop_token_ids out of range [0, {self.vocab_size}): {bad_stop_ids}")
+        if params.response_format is not None:
+            if self.structured_output is None:
+                raise ValueError("this engine has no structured-output support configured")
+            # Resolve (validate, translate) before anything is queued: a bad schema fails only this prompt.
+            self.structured_output.resolve(params.response_format)
         requests = []
         for index in range(params.n):
             request = Request(
@@ -83,7 +112,10 @@ class Processor:
                 priority=priority,
                 arrival_index=arrival_index,
                 seed_offset=index,
+                adapter=adapter,
             )
             request.detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params)
             requests.append(request)
+        if params.response_format is not None:
+            self.structured_output.attach(requests, params.response_format)
         return requests

@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from loomlm.adapters.registry import AdapterRef
     from loomlm.engine.detokenizer import IncrementalDetokenizer
     from loomlm.engine.sampling_params import SamplingParams
+    from loomlm.grammar.specs import GrammarSpec
+    from loomlm.grammar.state import GrammarState
 
 
 class RequestStatus(enum.IntEnum):
@@ -57,6 +62,10 @@ class Request:
     seed_offset: int = 0  # n>1 fan-out: child i samples with seed + i
     # Mixed into prefix-cache block hashes: KV computed under other keys (an adapter) is never shared.
     extra_hash_keys: tuple = ()
+    # The LoRA adapter this request runs with (None: the base model); its content hash goes into
+    # extra_hash_keys. ``adapter_slot``: the device slot it pins while admitted, else None.
+    adapter: AdapterRef | None = None
+    adapter_slot: int | None = None
 
     status: RequestStatus = RequestStatus.WAITING
     all_token_ids: list[int] = field(init=False)
@@ -68,9 +77,15 @@ class Request:
     stop_reason: int | str | None = None  # the stop token id or stop string that ended it
     error: str | None = None
     detokenizer: IncrementalDetokenizer | None = None
+    # Structured output: the resolved format, its compile Future, then the live automaton state.
+    grammar_spec: GrammarSpec | None = None
+    grammar_future: Future | None = None
+    grammar: GrammarState | None = None
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)
+        if self.adapter is not None:
+            self.extra_hash_keys = (*self.extra_hash_keys, ("lora", self.adapter.content_hash))
         if self.sampling_params.logprobs is not None:
             self.logprobs = []
 

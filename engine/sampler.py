@@ -1,6 +1,7 @@
 """Sampler: one batched step from logits to next tokens.
 
-Order per row: min_tokens masking, penalties, then greedy argmax (temperature 0) or temperature,
+Order per row: the grammar bitmask (forbidden tokens to -inf), min_tokens masking, penalties,
+then greedy argmax (temperature 0) or temperature,
 top-k, top-p, min-p and an exponential-race sample. Logprobs come from the raw model logits.
 
 A row whose logits are all -inf (a grammar mask that left nothing) gets token **-1** instead of
@@ -17,6 +18,7 @@ import torch
 
 from loomlm.engine import sampling_ops as ops
 from loomlm.engine.outputs import Logprob
+from loomlm.kernels.token_bitmask import apply_token_bitmask
 
 if TYPE_CHECKING:
     from loomlm.engine.request import Request
@@ -78,8 +80,16 @@ class Sampler:
         else:
             self._table_host = torch.zeros(7, max_num_seqs, dtype=torch.float32, pin_memory=True)
 
-    def __call__(self, logits: torch.Tensor, requests: Sequence[Request]) -> SamplerOutput:
-        """Sample one token per row; ``logits`` is ``[len(requests), vocab_size]`` and is not modified."""
+    @torch.inference_mode()
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        requests: Sequence[Request],
+        token_bitmask: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> SamplerOutput:
+        """Sample one token per row; ``logits`` is ``[len(requests), vocab_size]``. ``token_bitmask``
+        is ``(bitmask, rows)`` from the grammar stage: rows listed there may only take allowed tokens.
+        ``logits`` is masked in place unless a row asks for logprobs (those come from the raw model)."""
         num_rows = len(requests)
         if logits.dim() != 2 or logits.shape[0] != num_rows or logits.shape[1] != self.vocab_size:
             raise ValueError(f"logits shape {tuple(logits.shape)} != ({num_rows}, {self.vocab_size})")
@@ -90,6 +100,11 @@ class Sampler:
         want_min_tokens = any(r.num_output_tokens < r.sampling_params.min_tokens for r in requests)
         want_penalties = any(_uses_penalties(p) for p in all_params)
         all_greedy = all(p.temperature == 0.0 for p in all_params)
+        raw_logits = logits
+        if token_bitmask is not None:
+            if want_logprobs:
+                logits = logits.clone()
+            apply_token_bitmask(logits, *token_bitmask)
 
         if all_greedy and not (want_logprobs or want_min_tokens or want_penalties):
             # The common benchmark case: one fused max, no parameter upload, no RNG.
@@ -108,7 +123,7 @@ class Sampler:
             tokens = torch.where((table[_TEMP] == 0) | (tokens < 0), tokens, sampled)
         if not want_logprobs:
             return SamplerOutput(tokens.tolist())
-        return self._with_logprobs(logits, tokens, all_params)
+        return self._with_logprobs(raw_logits, tokens, all_params)
 
     def _upload(self, all_params: list[SamplingParams]) -> torch.Tensor:
         num_rows = len(all_params)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, get_origin
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from loomlm.grammar.specs import RESPONSE_FORMAT_CLASSES
 
 
 class SamplingParams(BaseModel):
@@ -13,7 +17,7 @@ class SamplingParams(BaseModel):
     filters. ``seed`` makes sampling reproducible whatever else is in the batch.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     n: int = Field(1, ge=1, le=128, description="Number of completions to return for the prompt.")
     temperature: float = Field(1.0, ge=0.0, le=100.0)
@@ -32,6 +36,31 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = False
     logprobs: int | None = Field(None, ge=0, le=20, description="Top-n logprobs per generated token.")
     skip_special_tokens: bool = True
+    response_format: Any = Field(
+        None,
+        description=(
+            "Structured output: a Pydantic model class (or any type a TypeAdapter accepts), a JSON Schema "
+            "dict, JsonSchema(...), JsonObject() or 'json_object', Regex(...) or Choice([...])."
+        ),
+    )
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_response_format(cls, value: Any) -> Any:
+        if value is None or isinstance(value, (*RESPONSE_FORMAT_CLASSES, dict, bool)):
+            return value
+        if isinstance(value, str) and value == "json_object":
+            return value
+        if isinstance(value, str):
+            raise ValueError(
+                f"response_format string {value!r} is not understood: pass Regex({value!r}) for a regex, "
+                "'json_object' for any JSON, or a JSON Schema as a dict"
+            )
+        if isinstance(value, list | tuple | set):
+            raise ValueError("response_format got a list; wrap the options as Choice([...])")
+        if isinstance(value, type) or get_origin(value) is not None:
+            return value  # a type: checked when its schema is derived at intake
+        raise ValueError(f"response_format of type {type(value).__name__} is not supported")
 
     @field_validator("stop", mode="before")
     @classmethod

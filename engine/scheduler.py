@@ -10,18 +10,31 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+from loomlm.adapters.errors import AdapterError
+from loomlm.adapters.registry import AdapterRegistry
 from loomlm.engine.config import SchedulerConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
 from loomlm.engine.outputs import RunnerOutput, ScheduledChunk, SchedulerOutput
 from loomlm.engine.request import Request, RequestStatus
+from loomlm.engine.structured_output import StructuredOutputManager
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache: KVCacheManager,
+        structured_output: StructuredOutputManager | None = None,
+        adapters: AdapterRegistry | None = None,
+    ) -> None:
         if config.max_model_len is None:
             raise ValueError("SchedulerConfig.max_model_len must be set: use config.resolved(model_max_len)")
         self.config = config
         self.kv_cache = kv_cache
+        self.structured_output = structured_output
+        # LoRA device slots: an admitted request pins its adapter's slot until it finishes or is
+        # preempted, so at most max_loras distinct adapters run in any step.
+        self.adapters = adapters
         self._by_priority = config.policy == "priority"
         self.requests: dict[str, Request] = {}
         self.running: list[Request] = []
@@ -29,6 +42,7 @@ class Scheduler:
         self._waiting: list[tuple[tuple[int, float, int], int, Request]] = []
         self._num_pushed = 0
         self._finished_since_last_step: list[str] = []
+        self._failed: list[Request] = []  # failed before running (see take_failed)
         self.num_preemptions = 0  # lifetime count, for stats
 
     # -- intake -------------------------------------------------------------------------------
@@ -61,6 +75,7 @@ class Scheduler:
         elif request in self.running:
             self.running.remove(request)
         self.kv_cache.free(request)
+        self._release_adapter(request)
         self.requests.pop(request.request_id, None)
         self._finished_since_last_step.append(request.request_id)
 
@@ -92,7 +107,7 @@ class Scheduler:
                 victim = self.running[-1]
                 if victim is request and index == 0:
                     # Alone and still out of blocks: the pool can never hold this sequence.
-                    self.finish(request, RequestStatus.FINISHED_ERROR, self._too_long_message(request))
+                    self._fail_unscheduled(request, self._too_long_message(request))
                     break
                 self._preempt(victim, output)
                 if victim is request:
@@ -106,20 +121,28 @@ class Scheduler:
             budget -= num_new
             index += 1
 
-        # Admit waiting requests unless this step had to preempt (the pool is tight).
+        # Admit waiting requests unless this step had to preempt (the pool is tight). A request
+        # that is not ready (grammar compiling, no adapter slot) is skipped, not waited behind.
+        skipped: list[tuple[tuple[int, float, int], int, Request]] = []
         while self._waiting and budget > 0 and not output.preempted_request_ids:
             if len(self.running) >= self.config.max_num_seqs:
                 break
             request = self._waiting[0][2]
+            if not self._is_ready(request) or not self._acquire_adapter(request):
+                if not request.is_finished:
+                    skipped.append(heapq.heappop(self._waiting))
+                continue
             cached = self.kv_cache.find_cached_prefix(request) if request.num_computed_tokens == 0 else []
             num_cached_tokens = len(cached) * self.kv_cache.block_size
             remaining = request.num_tokens - request.num_computed_tokens - num_cached_tokens
             if not self.config.enable_chunked_prefill and remaining > budget:
+                self._release_adapter(request)
                 break
             num_new = min(remaining, budget)
             first_admission = request.status == RequestStatus.WAITING
             block_ids = self.kv_cache.allocate(request, num_new, cached)
             if block_ids is None:
+                self._release_adapter(request)
                 break
             heapq.heappop(self._waiting)
             if first_admission:
@@ -128,13 +151,57 @@ class Scheduler:
             self.running.append(request)
             output.chunks.append(_chunk(request, num_new, block_ids))
             budget -= num_new
+        for entry in skipped:
+            heapq.heappush(self._waiting, entry)
 
         output.num_scheduled_tokens = self.config.max_num_batched_tokens - budget
         return output
 
+    def _is_ready(self, request: Request) -> bool:
+        """Whether a waiting request can be admitted now; one that can never run is finished."""
+        if self.structured_output is not None:
+            ready = self.structured_output.is_ready(request)
+            if isinstance(ready, str):  # its grammar failed to compile: only this request fails
+                self._fail_unscheduled(request, ready)
+                return False
+            if not ready:
+                return False
+        return True
+
+    def _fail_unscheduled(self, request: Request, message: str) -> None:
+        self.finish(request, RequestStatus.FINISHED_ERROR, message)
+        self._failed.append(request)
+
+    def take_failed(self) -> list[Request]:
+        """Requests that ``schedule`` finished with an error (they produce no token, so ``update``
+        does not report them); the engine turns them into outputs."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    def _acquire_adapter(self, request: Request) -> bool:
+        """Pin a device slot for the request's adapter. False when every slot is pinned by running
+        requests (it waits; others go ahead) or the adapter can no longer be read (it fails)."""
+        if request.adapter is None or request.adapter_slot is not None:
+            return True
+        if self.adapters is None:
+            self._fail_unscheduled(request, "LoRA is not enabled in this engine")
+            return False
+        try:
+            request.adapter_slot = self.adapters.acquire_slot(request.adapter)
+        except AdapterError as error:
+            self._fail_unscheduled(request, str(error))
+            return False
+        return request.adapter_slot is not None
+
+    def _release_adapter(self, request: Request) -> None:
+        if request.adapter_slot is not None and self.adapters is not None:
+            self.adapters.release_slot(request.adapter_slot)
+        request.adapter_slot = None
+
     def _preempt(self, request: Request, output: SchedulerOutput) -> None:
         self.running.remove(request)
         self.kv_cache.free(request)
+        self._release_adapter(request)
         request.num_computed_tokens = 0
         request.num_preemptions += 1
         self.num_preemptions += 1
@@ -172,9 +239,18 @@ class Scheduler:
                 updated.append(request)
                 continue
             request.append_output_token(token_id)
+            grammar = request.grammar
+            if grammar is not None and not grammar.accept_token(token_id):
+                message = f"token {token_id} is not allowed by the request's grammar"
+                self.finish(request, RequestStatus.FINISHED_ERROR, message)
+                updated.append(request)
+                continue
             if request.logprobs is not None and logprobs is not None and logprobs[row] is not None:
                 request.logprobs.append(logprobs[row])
             status = self._stop_status(request, token_id)
+            if grammar is not None and grammar.is_terminated():
+                # Complete output (even on the max_tokens-th token): the grammar ends the request.
+                status = RequestStatus.FINISHED_STOPPED
             if status is not None:
                 self.finish(request, status)
             updated.append(request)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig, SchedulingPolicy
+from loomlm.adapters.registry import AdapterRef
+from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig, SchedulingPolicy
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import CompletionOutput, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
+from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
 
 PromptInput = str | Sequence[int]
 Conversation = Sequence[dict[str, Any]]
+T = TypeVar("T")
 
 # Batches at least this large show a progress bar by default.
 _PROGRESS_BAR_MIN_PROMPTS = 8
@@ -41,7 +46,16 @@ class LLM:
         device: str = "cpu",
         dtype: str = "float32",
         seed: int | None = None,
+        enable_lora: bool | None = None,
+        max_loras: int | None = None,
+        max_lora_rank: int | None = None,
+        max_cpu_loras: int | None = None,
     ) -> None:
+        """LoRA serving is on when ``enable_lora`` is True, or when any of ``max_loras`` (adapters in
+        one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given."""
+        lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
+        given = {key: value for key, value in lora_sizes.items() if value is not None}
+        lora = LoRAConfig(enable=enable_lora if enable_lora is not None else bool(given), **given)
         scheduler = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
@@ -56,12 +70,42 @@ class LLM:
             enable_prefix_caching=enable_prefix_caching,
         )
         self.engine = LLMEngine(
-            EngineConfig(model=model, device=device, dtype=dtype, seed=seed, scheduler=scheduler, cache=cache)
+            EngineConfig(
+                model=model,
+                device=device,
+                dtype=dtype,
+                seed=seed,
+                scheduler=scheduler,
+                cache=cache,
+                lora=lora,
+            )
         )
 
     @property
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
+
+    # -- adapters -------------------------------------------------------------------------------
+    def load_adapter(self, name: str, path: str) -> AdapterRef:
+        """Load a PEFT LoRA adapter directory under ``name`` (AdapterError if it does not fit the
+        model). Loading a name again replaces it for new requests."""
+        return self.engine.load_adapter(name, str(path))
+
+    def unload_adapter(self, name: str) -> None:
+        """Forget ``name``; requests already running with it finish with it."""
+        self.engine.unload_adapter(name)
+
+    def list_adapters(self) -> list[AdapterRef]:
+        return self.engine.list_adapters()
+
+    def _adapter_name(self, choice: AdapterChoice) -> str | None:
+        if not isinstance(choice, LoRARequest):
+            return choice
+        loaded = {ref.name: ref for ref in self.engine.list_adapters()}
+        ref = loaded.get(choice.lora_name)
+        if ref is None or ref.path != str(Path(choice.lora_path).expanduser()):
+            self.load_adapter(choice.lora_name, choice.lora_path)
+        return choice.lora_name
 
     def generate(
         self,
@@ -70,14 +114,22 @@ class LLM:
         *,
         priority: Sequence[int] | None = None,
         use_tqdm: bool | None = None,
+        adapter: str | Sequence[str | None] | None = None,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for one prompt or a batch (strings or token-id lists). Returns one
         RequestOutput per prompt, in input order. A prompt that cannot run (too long for the
-        context, bad token ids) gets an output with ``error`` set and finish reason ``error``;
-        the rest of the batch runs normally."""
+        context, bad token ids, unknown adapter) gets an output with ``error`` set and finish
+        reason ``error``; the rest of the batch runs normally.
+
+        ``adapter``: a loaded adapter's name for every prompt, or one name (or None: the base
+        model) per prompt. ``lora_request``: the same with vLLM-style LoRARequests."""
         prompt_list = _as_prompt_list(prompts)
         token_ids = [None] * len(prompt_list)
-        return self._run(prompt_list, token_ids, sampling_params, priority, use_tqdm)
+        if adapter is not None and lora_request is not None:
+            raise ValueError("give adapter= or lora_request=, not both")
+        adapters = per_prompt_adapters(adapter if adapter is not None else lora_request, len(prompt_list))
+        return self._run(prompt_list, token_ids, sampling_params, priority, use_tqdm, adapters)
 
     def chat(
         self,
@@ -87,16 +139,67 @@ class LLM:
         use_tqdm: bool | None = None,
         add_generation_prompt: bool = True,
         chat_template_kwargs: dict[str, Any] | None = None,
+        adapter: str | Sequence[str | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of ``{"role", "content"}`` dicts) or a
-        list of conversations, through the model's chat template."""
+        list of conversations, through the model's chat template (``adapter`` as in generate)."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         processor = self.engine.processor
         token_ids = [
             processor.apply_chat_template(conv, add_generation_prompt, **(chat_template_kwargs or {}))
             for conv in conversations
         ]
-        return self._run(list(token_ids), token_ids, sampling_params, None, use_tqdm)
+        adapters = per_prompt_adapters(adapter, len(token_ids))
+        return self._run(list(token_ids), token_ids, sampling_params, None, use_tqdm, adapters)
+
+    def extract(
+        self,
+        target: type[T] | Any,
+        source: str | Conversation,
+        *,
+        instructions: str | None = None,
+        sampling_params: SamplingParams | None = None,
+        strict: bool = True,
+        adapter: str | None = None,
+    ) -> T:
+        """Extract a ``target`` value (a Pydantic model class, or any type a TypeAdapter accepts)
+        from a text or a conversation, under the type's JSON Schema grammar. Returns the validated
+        value; raises ExtractionError (a ValueError, carrying the output) when generation stops
+        before the value is complete or it fails validation, never returning a partial object."""
+        return self.extract_batch(
+            target,
+            [source],
+            instructions=instructions,
+            sampling_params=sampling_params,
+            strict=strict,
+            adapter=adapter,
+        )[0]
+
+    def extract_batch(
+        self,
+        target: type[T] | Any,
+        sources: Sequence[str | Conversation],
+        *,
+        instructions: str | None = None,
+        sampling_params: SamplingParams | None = None,
+        strict: bool = True,
+        adapter: str | Sequence[str | None] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[T]:
+        """``extract`` for many texts in one batch. With ``return_exceptions=True`` a failed item is
+        its ExtractionError in the list instead of raising the first failure."""
+        params = extraction_params(target, sampling_params, strict)
+        conversations = [extraction_messages(target, source, instructions) for source in sources]
+        outputs = self.chat(conversations, params, adapter=adapter)
+        results: list[Any] = []
+        for output in outputs:
+            try:
+                results.append(extraction_result(output))
+            except ExtractionError as error:
+                if not return_exceptions:
+                    raise
+                results.append(error)
+        return results
 
     def _run(
         self,
@@ -105,6 +208,7 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None,
         priority: Sequence[int] | None,
         use_tqdm: bool | None,
+        adapters: list[AdapterChoice] | None = None,
     ) -> list[RequestOutput]:
         params_list = _as_params_list(sampling_params, len(prompts))
         if priority is not None and len(priority) != len(prompts):
@@ -118,8 +222,9 @@ class LLM:
                     params,
                     priority=priority[i] if priority is not None else 0,
                     prompt_token_ids=prompt_token_ids[i],
+                    adapter=self._adapter_name(adapters[i]) if adapters else None,
                 )
-            except ValueError as error:
+            except ValueError as error:  # AdapterError included: only this prompt fails
                 request_id = f"failed-{i}"
                 results[request_id] = _error_output(request_id, prompt, params, str(error))
             order.append(request_id)

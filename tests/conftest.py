@@ -119,3 +119,74 @@ def hf_greedy():
         return new
 
     return generate
+
+
+# -- PEFT LoRA adapters on the tiny Llama (issue 4) ----------------------------------------------------
+
+
+def make_peft_adapter(base_dir, out_dir, *, seed: int, safe_serialization: bool = True, **lora_kwargs):
+    """Save a PEFT LoRA adapter for ``base_dir`` with random (non-zero) A and B into ``out_dir``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    torch.manual_seed(seed)
+    # init_lora_weights=False: B is random too (PEFT's default zero B would make the adapter a no-op).
+    model = get_peft_model(base, LoraConfig(init_lora_weights=False, **lora_kwargs))
+    model.save_pretrained(out_dir, safe_serialization=safe_serialization)
+    return Path(out_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_adapters(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
+    """Three adapters for ``tiny_llama_dir`` that differ in rank, targets, scaling and file format:
+    ``all8`` r=8 on all seven modules; ``rs4`` rsLoRA r=4 on q/v/down of layer 1 only, with a
+    rank_pattern and alpha_pattern; ``re16`` r=16 from a regex target on k/o/up, saved as .bin."""
+    root = tmp_path_factory.mktemp("tiny_lora")
+    specs = {
+        "all8": dict(
+            r=8,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+        "rs4": dict(
+            r=4,
+            lora_alpha=8,
+            use_rslora=True,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            layers_to_transform=[1],
+            rank_pattern={"v_proj": 2},
+            alpha_pattern={"down_proj": 3},
+        ),
+        "re16": dict(r=16, lora_alpha=8, target_modules=r".*\.(k_proj|o_proj|up_proj)"),
+    }
+    return {
+        name: make_peft_adapter(
+            tiny_llama_dir, root / name, seed=i + 1, safe_serialization=name != "re16", **kwargs
+        )
+        for i, (name, kwargs) in enumerate(specs.items())
+    }
+
+
+@pytest.fixture(scope="session")
+def peft_logits():
+    """``(base_dir, adapter_dir | None, token_ids) -> [len, vocab]`` float32 logits of PEFT's model
+    with that adapter active (the plain HF model for None). Models are cached for the session."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    models: dict[tuple[str, str | None], torch.nn.Module] = {}
+
+    def logits(base_dir, adapter_dir, token_ids: list[int]) -> torch.Tensor:
+        key = (str(base_dir), None if adapter_dir is None else str(adapter_dir))
+        if key not in models:
+            model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+            if adapter_dir is not None:
+                model = PeftModel.from_pretrained(model, adapter_dir).eval()
+            models[key] = model
+        with torch.no_grad():
+            return models[key](input_ids=torch.tensor([token_ids])).logits[0].float()
+
+    return logits

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loomlm.adapters.layers import LoRAStep
 from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.attention import AttentionMetadata, PagedAttention
 
@@ -72,8 +73,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, arch: LlamaArch) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
         super().__init__()
+        self.layer_idx = layer_idx  # which LoRA weights apply
         self.num_heads = arch.num_heads
         self.num_kv_heads = arch.num_kv_heads
         self.head_dim = arch.head_dim
@@ -89,35 +91,47 @@ class LlamaAttention(nn.Module):
         hidden: torch.Tensor,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         metadata: AttentionMetadata,
+        lora: LoRAStep | None = None,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        qkv = self.qkv_proj(hidden).view(num_tokens, -1, self.head_dim)
+        qkv = self.qkv_proj(hidden)
+        if lora is not None:  # adapter updates go into the packed output's q/k/v column windows
+            lora.apply(self.layer_idx, "qkv_proj", hidden, qkv)
+        qkv = qkv.view(num_tokens, -1, self.head_dim)
         # q and k heads sit side by side in the packed output: rotate them in one pass.
         num_qk_heads = self.num_heads + self.num_kv_heads
         qk = apply_rotary(qkv[:, :num_qk_heads], rope)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, num_qk_heads:]
-        out = self.attn(q, k, v, kv_cache, metadata)
-        return self.o_proj(out.reshape(num_tokens, self.q_size))
+        out = self.attn(q, k, v, kv_cache, metadata).reshape(num_tokens, self.q_size)
+        if lora is None:
+            return self.o_proj(out)
+        return lora.apply(self.layer_idx, "o_proj", out, self.o_proj(out))
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, arch: LlamaArch) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
         super().__init__()
+        self.layer_idx = layer_idx
         self.intermediate_size = arch.intermediate_size
         self.gate_up_proj = Linear(arch.hidden_size, 2 * arch.intermediate_size)
         self.down_proj = Linear(arch.intermediate_size, arch.hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
+        if lora is None:
+            gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+        gate_up = lora.apply(self.layer_idx, "gate_up_proj", x, self.gate_up_proj(x))
+        gate, up = gate_up.split(self.intermediate_size, dim=-1)
+        hidden = F.silu(gate) * up
+        return lora.apply(self.layer_idx, "down_proj", hidden, self.down_proj(hidden))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, arch: LlamaArch) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(arch)
-        self.mlp = LlamaMLP(arch)
+        self.self_attn = LlamaAttention(arch, layer_idx)
+        self.mlp = LlamaMLP(arch, layer_idx)
         self.input_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
 
@@ -127,9 +141,10 @@ class LlamaDecoderLayer(nn.Module):
         hidden: torch.Tensor,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         metadata: AttentionMetadata,
+        lora: LoRAStep | None = None,
     ) -> torch.Tensor:
-        hidden = hidden + self.self_attn(rope, self.input_layernorm(hidden), kv_cache, metadata)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        hidden = hidden + self.self_attn(rope, self.input_layernorm(hidden), kv_cache, metadata, lora)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden), lora)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -138,7 +153,7 @@ class LlamaForCausalLM(nn.Module):
         self.arch = arch
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
         self.rotary = rotary
-        self.layers = nn.ModuleList(LlamaDecoderLayer(arch) for _ in range(arch.num_layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(arch, i) for i in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         # Tied checkpoints still get their own (transposed) copy: the embedding lookup wants rows,
         # the LM head wants the fast matmul layout.
@@ -150,11 +165,13 @@ class LlamaForCausalLM(nn.Module):
         positions: torch.Tensor,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
         metadata: AttentionMetadata,
+        lora: LoRAStep | None = None,
     ) -> torch.Tensor:
+        """``lora``: this step's adapter updates; None when no token of the step has an adapter."""
         hidden = self.embed_tokens(input_ids)
         rope = self.rotary(positions, hidden.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden = layer(rope, hidden, kv_cache, metadata)
+            hidden = layer(rope, hidden, kv_cache, metadata, lora)
         return hidden
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

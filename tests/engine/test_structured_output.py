@@ -1,0 +1,350 @@
+"""Structured output through the engine, with the tiny random Llama and the real SmolLM2 tokenizer.
+
+Sampled at temperature 1 with many seeds, every output of every schema in the feature matrix parses
+and validates; constrained and free requests and different schemas share batches; a constrained
+greedy request gives the same tokens alone and in a batch; bad formats fail only their request."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from enum import Enum
+from typing import Literal
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, Field
+
+from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from loomlm.engine.engine import LLMEngine
+from loomlm.engine.sampling_params import SamplingParams
+from loomlm.grammar.compiler import CompilerConfig
+from loomlm.grammar.errors import InvalidSchemaError, UnsupportedSchemaError
+from loomlm.grammar.specs import Choice, JsonObject, JsonSchema, Regex
+
+SHORT = {"type": "string", "maxLength": 6}
+SMALL_INT = {"type": "integer", "minimum": -20, "maximum": 300}
+
+# Every keyword the translator enforces, alone and nested. Strings and arrays are bounded so that a
+# random model finishes well inside max_tokens (schemas for extra keys, whose names are unbounded
+# strings, and email/uri formats, whose parts are unbounded, are sampled in tests/grammar instead).
+FEATURE_MATRIX = {
+    "types": {
+        "type": "array",
+        "maxItems": 4,
+        "items": {"type": ["string", "integer", "boolean", "null"], "maxLength": 4},
+    },
+    "object_required_optional": {
+        "type": "object",
+        "properties": {"a": SHORT, "b": SMALL_INT, "c": {"type": "boolean"}},
+        "required": ["b"],
+        "additionalProperties": False,
+    },
+    "enum_const": {
+        "type": "object",
+        "properties": {"kind": {"enum": ["cat", "dog", 3, None]}, "v": {"const": {"x": [1, 2]}}},
+        "required": ["kind", "v"],
+        "additionalProperties": False,
+    },
+    "any_of_nullable": {"anyOf": [SHORT, SMALL_INT, {"type": "null"}]},
+    "one_of_disjoint": {"oneOf": [{"type": "boolean"}, {"type": "array", "maxItems": 2, "items": SMALL_INT}]},
+    "all_of_merge": {
+        "allOf": [
+            {"type": "object", "properties": {"a": SMALL_INT}, "required": ["a"]},
+            {"properties": {"a": True, "b": SHORT}, "required": ["b"], "additionalProperties": False},
+        ]
+    },
+    "refs_and_recursion": {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "v": SMALL_INT,
+                    "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]},
+                },
+                "required": ["v", "next"],
+                "additionalProperties": False,
+            }
+        },
+        "$ref": "#/$defs/node",
+    },
+    "arrays": {
+        "type": "array",
+        "prefixItems": [{"type": "boolean"}, SMALL_INT],
+        "items": SHORT,
+        "minItems": 2,
+        "maxItems": 4,
+    },
+    "string_lengths_and_pattern": {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3}$"},
+            "word": {"type": "string", "minLength": 2, "maxLength": 5},
+        },
+        "required": ["code", "word"],
+        "additionalProperties": False,
+    },
+    "formats": {
+        "type": "object",
+        "properties": {
+            fmt: {"type": "string", "format": fmt} for fmt in ("date", "time", "date-time", "uuid", "ipv4")
+        },
+        "required": ["date", "time", "date-time", "uuid", "ipv4"],
+        "additionalProperties": False,
+    },
+    "integer_bounds": {
+        "type": "array",
+        "maxItems": 4,
+        "items": {"type": "integer", "exclusiveMinimum": -105, "maximum": 2048},
+    },
+    "number_bounds": {
+        "type": "array",
+        "maxItems": 3,
+        "items": {"type": "number", "minimum": -1.5, "exclusiveMaximum": 10},
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "people": {
+                "type": "array",
+                "maxItems": 2,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": SHORT,
+                        "tags": {"type": "array", "maxItems": 2, "items": {"enum": ["x", "y"]}},
+                    },
+                    "required": ["name", "tags"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["people"],
+        "additionalProperties": False,
+    },
+}
+
+
+class Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Pet(BaseModel):
+    name: str = Field(max_length=6)
+    kind: Literal["cat", "dog"]
+
+
+class Owner(BaseModel):
+    age: int = Field(ge=0, le=120)
+    color: Color
+    born: date
+    pets: list[Pet] = Field(max_length=2)
+    nickname: str | None = Field(default=None, max_length=5)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir, tmp_path_factory):
+    engine = LLMEngine(
+        EngineConfig(
+            model=str(tiny_llama_dir),
+            scheduler=SchedulerConfig(max_model_len=512, max_num_seqs=64, max_num_batched_tokens=1024),
+            cache=CacheConfig(block_size=16, num_blocks=2048),
+            grammar=CompilerConfig(cache_dir=tmp_path_factory.mktemp("grammars")),
+        )
+    )
+    yield engine
+    engine.close()
+
+
+def run(engine: LLMEngine, requests: dict[str, tuple[str, SamplingParams]]) -> dict:
+    for request_id, (prompt, params) in requests.items():
+        engine.add_request(prompt, params, request_id=request_id)
+    finished = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                finished[output.request_id] = output
+    return finished
+
+
+def validates(schema, value) -> bool:
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(value)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_MATRIX))
+def test_every_sampled_output_of_the_feature_matrix_validates(engine, name):
+    schema = FEATURE_MATRIX[name]
+    requests = {
+        f"{name}-{seed}": (
+            f"Sample {seed}:",
+            SamplingParams(temperature=1.0, seed=seed, max_tokens=400, response_format=schema),
+        )
+        for seed in range(8)
+    }
+    outputs = run(engine, requests)
+    for request_id, output in outputs.items():
+        completion = output.outputs[0]
+        assert completion.finish_reason == "stop", (request_id, completion.text, output.error)
+        value = json.loads(completion.text)
+        assert validates(schema, value), (request_id, completion.text)
+        assert completion.parsed == value and completion.parse_error is None
+
+
+def test_pydantic_model_outputs_are_model_instances(engine):
+    requests = {
+        f"owner-{seed}": (
+            "Owner:",
+            SamplingParams(temperature=1.0, seed=seed, max_tokens=400, response_format=Owner),
+        )
+        for seed in range(8)
+    }
+    for output in run(engine, requests).values():
+        completion = output.outputs[0]
+        assert isinstance(completion.parsed, Owner), (completion.text, completion.parse_error)
+        assert Owner.model_validate_json(completion.text) == completion.parsed
+
+
+def test_regex_choice_and_json_object_formats(engine):
+    phone = Regex(r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}")
+    choice = Choice(["yes", "no", "maybe later"])
+    requests = {}
+    for seed in range(6):
+        requests[f"phone-{seed}"] = ("Call", SamplingParams(temperature=1, seed=seed, response_format=phone))
+        requests[f"choice-{seed}"] = ("Say", SamplingParams(temperature=1, seed=seed, response_format=choice))
+        requests[f"json-{seed}"] = (
+            "Any",
+            SamplingParams(temperature=1, seed=seed, max_tokens=400, response_format=JsonObject(max_depth=2)),
+        )
+    outputs = run(engine, requests)
+    complete_json = 0
+    for request_id, output in outputs.items():
+        completion = output.outputs[0]
+        if request_id.startswith("json") and completion.finish_reason == "length":
+            # Strings inside free JSON are unbounded: a random model may run out of tokens first.
+            assert completion.parsed is None and "max_tokens" in completion.parse_error
+            continue
+        assert completion.finish_reason == "stop", (request_id, completion.text)
+        if request_id.startswith("phone"):
+            assert re.fullmatch(r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}", completion.text)
+            assert completion.parsed == completion.text
+        elif request_id.startswith("choice"):
+            assert completion.parsed in choice.options and completion.text == completion.parsed
+        else:
+            assert completion.parsed == json.loads(completion.text)
+            complete_json += 1
+    assert complete_json >= 1
+
+
+def test_mixed_batch_gives_each_request_what_it_asked_for_and_greedy_is_batch_invariant(engine):
+    person = {
+        "type": "object",
+        "properties": {"name": SHORT, "age": SMALL_INT},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    greedy = SamplingParams(temperature=0, max_tokens=60, response_format=person)
+    alone = run(engine, {"alone": ("Extract the person:", greedy)})["alone"].outputs[0]
+    batch = {
+        "free-0": ("Tell me a story", SamplingParams(temperature=1, seed=1, max_tokens=30)),
+        "person": ("Extract the person:", greedy),
+        "ints": (
+            "Numbers",
+            SamplingParams(
+                temperature=1, seed=2, max_tokens=100, response_format=FEATURE_MATRIX["integer_bounds"]
+            ),
+        ),
+        "free-1": ("Once upon", SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)),
+        "regex": ("Code", SamplingParams(temperature=1, seed=3, response_format=Regex("[a-f]{4}"))),
+    }
+    outputs = run(engine, batch)
+    assert outputs["person"].outputs[0].token_ids == alone.token_ids
+    assert validates(person, outputs["person"].outputs[0].parsed)
+    assert validates(FEATURE_MATRIX["integer_bounds"], json.loads(outputs["ints"].outputs[0].text))
+    assert re.fullmatch("[a-f]{4}", outputs["regex"].outputs[0].text)
+    assert len(outputs["free-1"].outputs[0].token_ids) == 20
+    for name in ("free-0", "free-1"):
+        assert outputs[name].outputs[0].parsed is None and outputs[name].outputs[0].parse_error is None
+
+
+def test_bad_formats_fail_their_own_request_and_the_batch_runs(engine):
+    with pytest.raises(UnsupportedSchemaError, match="'not' at /properties/a"):
+        engine.add_request(
+            "x", SamplingParams(response_format={"type": "object", "properties": {"a": {"not": {}}}})
+        )
+    with pytest.raises(InvalidSchemaError, match="minLength"):
+        engine.add_request("x", SamplingParams(response_format={"type": "string", "minLength": -1}))
+    outputs = run(
+        engine,
+        {
+            "bad-regex": ("x", SamplingParams(max_tokens=5, response_format=Regex("(unclosed"))),
+            "good": ("x", SamplingParams(temperature=0, max_tokens=5, response_format=Choice(["ok"]))),
+            "free": ("x", SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)),
+        },
+    )
+    assert outputs["bad-regex"].outputs[0].finish_reason == "error"
+    assert "does not parse" in outputs["bad-regex"].error
+    assert outputs["bad-regex"].outputs[0].parsed is None
+    assert outputs["good"].outputs[0].parsed == "ok"
+    assert len(outputs["free"].outputs[0].token_ids) == 5
+
+
+def test_strict_false_drops_unenforceable_keywords_and_validates_after(engine):
+    schema = {"type": "array", "items": SMALL_INT, "minItems": 1, "maxItems": 3, "uniqueItems": True}
+    fmt = JsonSchema(schema, strict=False)
+    spec = engine.structured_output.resolve(fmt)
+    assert any("uniqueItems" in dropped for dropped in spec.dropped_keywords)
+    outputs = run(
+        engine,
+        {
+            f"u-{seed}": ("L", SamplingParams(temperature=1, seed=seed, max_tokens=100, response_format=fmt))
+            for seed in range(8)
+        },
+    )
+    for output in outputs.values():
+        completion = output.outputs[0]
+        value = json.loads(completion.text)
+        if len(set(value)) == len(value):
+            assert completion.parsed == value
+        else:  # the dropped keyword is enforced after generation: no invalid value comes back
+            assert (
+                completion.parsed is None and "uniqueItems" in completion.parse_error
+            ) or "unique" in completion.parse_error
+
+
+def test_max_tokens_before_completion_gives_no_object(engine):
+    schema = {"type": "array", "items": {"type": "string"}, "minItems": 20}
+    outputs = run(
+        engine, {"short": ("L", SamplingParams(temperature=1, seed=0, max_tokens=5, response_format=schema))}
+    )
+    completion = outputs["short"].outputs[0]
+    assert completion.finish_reason == "length"
+    assert completion.parsed is None and "max_tokens=5" in completion.parse_error
+
+
+def test_compile_timeout_fails_only_that_request(tiny_llama_dir, tmp_path):
+    engine = LLMEngine(
+        EngineConfig(
+            model=str(tiny_llama_dir),
+            scheduler=SchedulerConfig(max_model_len=128),
+            cache=CacheConfig(block_size=8, num_blocks=64),
+            grammar=CompilerConfig(cache_dir=None, timeout_s=0.5),
+        )
+    )
+    try:
+        outputs = run(
+            engine,
+            {
+                "slow": ("x", SamplingParams(response_format=Regex("[a-z]*a[a-z]{22}"))),
+                "free": ("x", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)),
+            },
+        )
+        assert outputs["slow"].outputs[0].finish_reason == "error"
+        assert "longer than 0.5 s" in outputs["slow"].error
+        assert len(outputs["free"].outputs[0].token_ids) == 8
+        # The engine keeps serving constrained requests after the timeout.
+        after = run(engine, {"after": ("x", SamplingParams(temperature=0, response_format=Choice(["fine"])))})
+        assert after["after"].outputs[0].parsed == "fine"
+    finally:
+        engine.close()
