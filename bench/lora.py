@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import os
 import platform
 import random
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_common import cpu_model, passage_ids, write_results
 
 from loomlm import LLM, SamplingParams
 from loomlm.engine.model_files import default_model_dir
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-PASSAGE_MODULES = "subprocess heapq random collections unittest pydoc inspect typing sched difflib"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # name -> (default, default with --quick)
 SIZES = {
@@ -107,12 +104,6 @@ def make_adapters(model_dir: Path, out_dir: Path, count: int, ranks: list[int], 
     return paths
 
 
-def passage_ids(tokenizer, min_len: int) -> list[int]:
-    text = "\n\n".join(importlib.import_module(m).__doc__ or "" for m in PASSAGE_MODULES.split())
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids * (1 + min_len // len(ids))
-
-
 def make_workload(args, ids: list[int]) -> tuple[list[list[int]], list[int]]:
     rng = random.Random(args.seed)
     prompts, outputs = [], []
@@ -150,7 +141,7 @@ def measure(args, llm: LLM, adapter_names: list[str], prompts, outputs) -> dict[
 def report(args, walls: dict[int, float], load_times: list[float], prompts, outputs) -> str:
     generated, total = sum(outputs), sum(outputs) + sum(map(len, prompts))
     lines = [
-        f"- Machine: {_cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads; Python {platform.python_version()}; "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- Workload: {args.num_requests} requests, prompts {args.min_prompt}-{args.max_prompt} tokens "
@@ -169,28 +160,6 @@ def report(args, walls: dict[int, float], load_times: list[float], prompts, outp
         name = "base model" if k == 0 else f"{k} distinct"
         lines.append(f"| {name} | {generated / wall:,.1f} | {total / wall:,.1f} | {walls[0] / wall:.2f} |")
     return "\n".join([*lines, "", "Targets: 1 adapter >= 0.90 of base, 16 adapters >= 0.80 of base."])
-
-
-def _cpu_model() -> str:
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or "unknown"
-
-
-def write_results(section: str, quick: bool) -> None:
-    key = "lora-quick" if quick else "lora"
-    begin, end = f"<!-- {key} begin -->", f"<!-- {key} end -->"
-    title = "bench/lora.py" + (" --quick (smoke test, not a measurement)" if quick else "")
-    block = f"{begin}\n## {title}\n\n{section}\n{end}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -223,8 +192,8 @@ def main() -> None:
     section = report(args, walls, load_times, prompts, outputs)
     print("\n" + section)
     if args.write_results:
-        write_results(section, args.quick)
-        print(f"\nwrote {RESULTS}")
+        write_results("lora", section, args.quick)
+        print("\nwrote bench/RESULTS.md")
 
 
 if __name__ == "__main__":

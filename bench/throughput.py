@@ -30,27 +30,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import importlib
 import os
 import platform
 import random
-import re
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import transformers
+from bench_common import cpu_model, passage_ids, write_results
 
 from loomlm import LLM, SamplingParams
 from loomlm.engine.model_files import default_model_dir
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-# Mostly-prose module docstrings, tokenized as the prompt text.
-PASSAGE_MODULES = (
-    "subprocess heapq random collections unittest pydoc inspect typing sched difflib tempfile shelve"
-)
 # Workload and engine sizes: name -> (default, default with --quick).
 SIZES = {
     "num_requests": (128, 8),
@@ -85,12 +78,6 @@ def parse_args() -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, defaults[args.quick])
     return args
-
-
-def passage_ids(tokenizer, min_len: int) -> list[int]:
-    text = "\n\n".join(importlib.import_module(m).__doc__ or "" for m in PASSAGE_MODULES.split())
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids * (1 + min_len // len(ids))  # tiled only if a window could be longer than the text
 
 
 def window(ids: list[int], rng: random.Random, n: int) -> list[int]:
@@ -179,15 +166,6 @@ def run_hf(args, ids: list[int]) -> dict[str, float]:
     return measure(args, ids, workload, lambda p, n: timed(lambda: hf_batch(model, [p], n, pad_id)))
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return match.group(1).strip() if match else "unknown"
-
-
 def report(args, loom: dict[str, float], hf: dict[str, float] | None, stats: dict, ids) -> str:
     prompts, outputs = make_workload(args, ids)
     order = "sorted by prompt length" if args.hf_sort else "arrival order"
@@ -217,20 +195,6 @@ def report(args, loom: dict[str, float], hf: dict[str, float] | None, stats: dic
     return "\n".join([*lines, "", "loomlm / HF > 1 means loomlm is faster."])
 
 
-def write_results(section: str, quick: bool) -> None:
-    key = "throughput-quick" if quick else "throughput"
-    begin, end = f"<!-- {key} begin -->", f"<!-- {key} end -->"
-    title = "bench/throughput.py" + (" --quick (smoke test, not a measurement)" if quick else "")
-    block = f"{begin}\n## {title}\n\n{section}\n{end}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     args = parse_args()
     knobs = ("max_num_seqs", "max_num_batched_tokens", "kv_cache_bytes")
@@ -247,8 +211,8 @@ def main() -> None:
     section = report(args, loom, hf, stats, ids)
     print("\n" + section)
     if args.write_results:
-        write_results(section, args.quick)
-        print(f"\nwrote {RESULTS}")
+        write_results("throughput", section, args.quick)
+        print("\nwrote bench/RESULTS.md")
 
 
 if __name__ == "__main__":

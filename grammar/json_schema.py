@@ -29,6 +29,8 @@ from loomlm.grammar.schema_layout import Layout, any_value_regex
 from loomlm.grammar.schema_options import DroppedKeyword, SchemaOptions, SchemaRegex
 from loomlm.grammar.schema_translator import SchemaTranslator
 
+DEFAULT_OPTIONS = SchemaOptions()  # frozen, so sharing one default is safe
+
 __all__ = ["DroppedKeyword", "SchemaOptions", "SchemaRegex", "json_value_regex", "schema_to_regex"]
 
 
@@ -36,7 +38,7 @@ def _layout(options: SchemaOptions) -> Layout:
     return Layout(pretty=options.whitespace == "pretty", indent=options.indent)
 
 
-def schema_to_regex(schema: dict | bool, options: SchemaOptions = SchemaOptions()) -> SchemaRegex:
+def schema_to_regex(schema: dict | bool, options: SchemaOptions = DEFAULT_OPTIONS) -> SchemaRegex:
     """Translate a draft 2020-12 JSON Schema (a dict or a bool, not JSON text) into a regex.
 
     Raises ``InvalidSchemaError`` for a malformed schema (checked against the 2020-12 meta-schema,
@@ -58,7 +60,7 @@ def schema_to_regex(schema: dict | bool, options: SchemaOptions = SchemaOptions(
     return SchemaRegex(regex=regex, dropped=translator.dropped)
 
 
-def json_value_regex(max_depth: int = 4, options: SchemaOptions = SchemaOptions()) -> str:
+def json_value_regex(max_depth: int = 4, options: SchemaOptions = DEFAULT_OPTIONS) -> str:
     """Any JSON value whose arrays/objects nest at most ``max_depth`` deep (0 = scalars only)."""
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 8:
         raise ValueError(

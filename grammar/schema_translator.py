@@ -9,6 +9,7 @@ of what each type's keywords allow (``schema_types``). ``None`` stands for the e
 
 from __future__ import annotations
 
+import referencing.exceptions
 from jsonschema import Draft202012Validator
 
 from loomlm.grammar.errors import UnsupportedSchemaError
@@ -96,11 +97,16 @@ class SchemaTranslator:
             flat[ANY_OF_GROUPS] = groups
         members: list[tuple[object, str]] = []
         if "$ref" in node:
-            target, schema = self._refs.resolve(node["$ref"], _ptr(pointer, "$ref"))
-            if not self._refs.enter(target):
-                return None
-            entered.append(target)
-            members.append((schema, target[1:]))
+            try:
+                target, schema = self._refs.resolve(node["$ref"], _ptr(pointer, "$ref"))
+            except UnsupportedSchemaError as exc:  # strict: raised again; otherwise the $ref is dropped
+                self.refuse(exc.keyword, exc.pointer, str(exc))
+                target, schema = None, True
+            if target is not None:
+                if not self._refs.enter(target):
+                    return None
+                entered.append(target)
+                members.append((schema, target[1:]))
         members += [(sub, _ptr(pointer, "allOf", i)) for i, sub in enumerate(node.get("allOf", []))]
         for sub, sub_pointer in members:
             sub_flat = self._flatten(sub, sub_pointer, entered)
@@ -151,7 +157,12 @@ class SchemaTranslator:
             keys = {value_key(v) for v in flat["enum"]}
             values = [values[0]] if value_key(values[0]) in keys else []
         validator = self._validator.evolve(schema=origin)
-        return alternation([layout.literal(v) for v in values if validator.is_valid(v)])
+        try:
+            kept = [v for v in values if validator.is_valid(v)]
+        except referencing.exceptions.Unresolvable:
+            self.refuse("enum", self.keyword_pointer(flat, "enum"), "the schema has unresolvable references")
+            kept = values
+        return alternation([layout.literal(v) for v in kept])
 
     def _distribute(self, flat: dict, origin: dict, layout: Layout) -> str | None:
         """``rest AND anyOf[b1, b2..]`` = ``anyOf[rest AND b1, rest AND b2 ..]``."""

@@ -90,7 +90,7 @@ class TypeBuilders:
         for keyword in _STRING_UNSUPPORTED:
             if keyword in flat:
                 self._tr.refuse(keyword, self._tr.keyword_pointer(flat, keyword), "content is not enforced")
-        min_length, max_length = flat.get("minLength", 0), flat.get("maxLength")
+        min_length, max_length = _count(flat, "minLength", 0), _count(flat, "maxLength", None)
         content = None
         fmt = flat.get("format")
         if fmt in FORMATS:
@@ -124,7 +124,7 @@ class TypeBuilders:
         tr, inner = self._tr, layout.deeper()
         if "contains" in flat:
             tr.refuse("contains", tr.keyword_pointer(flat, "contains"), "contains is not supported")
-        min_items, max_items = flat.get("minItems", 0), flat.get("maxItems")
+        min_items, max_items = _count(flat, "minItems", 0), _count(flat, "maxItems", None)
         if flat.get("uniqueItems") and (max_items is None or max_items > 1):
             tr.refuse("uniqueItems", tr.keyword_pointer(flat, "uniqueItems"), "uniqueness is not enforced")
         base = tr.keyword_pointer(flat, "prefixItems")
@@ -160,7 +160,7 @@ class TypeBuilders:
         possible = [m for m in members if m.value is not None]
         all_required = all(m.required for m in possible)
         max_extra, allow_empty = None, True
-        max_props, min_props = flat.get("maxProperties"), flat.get("minProperties", 0)
+        max_props, min_props = _count(flat, "maxProperties", None), _count(flat, "minProperties", 0)
         if max_props is not None:
             if extra is None and max_props >= len(possible):
                 pass
@@ -238,6 +238,12 @@ def _disjoint(a: dict | None, b: dict | None, builders: TypeBuilders, depth: int
                 if _disjoint(left, right, builders, depth + 1):
                     return True
     return False
+
+
+def _count(flat: dict, keyword: str, default: int | None) -> int | None:
+    """A non-negative integer keyword; 2.0 is an integer in JSON Schema."""
+    value = flat.get(keyword, default)
+    return None if value is None else int(value)
 
 
 def _bound(flat: dict, inclusive: str, exclusive: str, pick) -> tuple[Decimal | None, bool]:

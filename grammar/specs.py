@@ -60,9 +60,10 @@ class Choice:
 
 @dataclass(frozen=True, slots=True)
 class JsonObject:
-    """Any JSON value, nested at most ``max_depth`` deep (``json_object`` mode)."""
+    """Any JSON value, nested at most ``max_depth`` deep (``json_object`` mode). The default of 2
+    keeps compilation under a second on a 49k vocabulary; each level multiplies the automaton."""
 
-    max_depth: int = 4
+    max_depth: int = 2
     whitespace: Literal["compact", "pretty"] = "compact"
 
     def __post_init__(self) -> None:

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception as exc:  # a broken triton install must not take the CPU path down with it
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: Exception | None = exc
-else:
-    _TRITON_IMPORT_ERROR = None
+from loomlm.kernels.triton_import import require_triton, tl, triton
 
 
 def _check_shapes(key, value, key_cache, value_cache, slot_mapping) -> None:
@@ -102,8 +94,7 @@ def store_kv_triton(
     slot_mapping: torch.Tensor,
 ) -> None:
     """Triton version of `store_kv_ref` (same contract). Needs unit stride on head_dim everywhere."""
-    if triton is None:
-        raise RuntimeError(f"triton is not available: {_TRITON_IMPORT_ERROR!r}")
+    require_triton()
     _check_shapes(key, value, key_cache, value_cache, slot_mapping)
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:

@@ -14,16 +14,7 @@ import os
 import torch
 
 from loomlm.kernels.lora_types import LoRAKernelMeta, LoRARanks, check_expand_args, check_shrink_args
-
-try:
-    import triton
-    import triton.language as tl
-except Exception as exc:  # a broken triton install must not take the CPU path down with it
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: Exception | None = exc
-else:
-    _TRITON_IMPORT_ERROR = None
+from loomlm.kernels.triton_import import require_triton, tl, triton
 
 TRITON_AVAILABLE = triton is not None
 # Triton decides at import whether kernels are interpreted; its interpreter multiplies bf16 tiles as
@@ -175,8 +166,7 @@ def _dot_options(dtype: torch.dtype) -> dict:
 
 
 def _check_device(tensor: torch.Tensor, meta: LoRAKernelMeta, ranks: LoRARanks) -> None:
-    if triton is None:
-        raise RuntimeError(f"triton is not available: {_TRITON_IMPORT_ERROR!r}")
+    require_triton()
     for name, other in (("meta", meta.sorted_token_ids), ("ranks", ranks.device)):
         if other.device != tensor.device:
             raise ValueError(f"{name} tensors are on {other.device}, the activations on {tensor.device}")

@@ -10,17 +10,8 @@ from __future__ import annotations
 import torch
 
 from loomlm.kernels.paged_attention_cpu import decode_batch, prefill_one
+from loomlm.kernels.triton_import import require_triton, tl, triton
 from loomlm.kernels.workspace import AttentionWorkspace
-
-try:
-    import triton
-    import triton.language as tl
-except Exception as exc:  # a broken triton install must not take the CPU path down with it
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: Exception | None = exc
-else:
-    _TRITON_IMPORT_ERROR = None
 
 
 def paged_attention_ref(
@@ -170,8 +161,7 @@ def paged_attention_triton(
 
     The caches must share strides and have unit stride on head_dim; query is made contiguous if needed.
     """
-    if triton is None:
-        raise RuntimeError(f"triton is not available: {_TRITON_IMPORT_ERROR!r}")
+    require_triton()
     num_tokens, num_heads, head_dim = query.shape
     num_kv_heads = key_cache.shape[2]
     num_seqs = seq_lens.shape[0]

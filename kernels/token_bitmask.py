@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception as exc:  # a broken triton install must not take the CPU path down with it
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: Exception | None = exc
-else:
-    _TRITON_IMPORT_ERROR = None
+from loomlm.kernels.triton_import import require_triton, tl, triton
 
 
 def _check(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
@@ -83,8 +75,7 @@ if triton is not None:
 
 def apply_token_bitmask_triton(logits: torch.Tensor, bitmask: torch.Tensor, rows: torch.Tensor) -> None:
     """Triton version of `apply_token_bitmask_ref` (same contract); writes only forbidden entries."""
-    if triton is None:
-        raise RuntimeError(f"triton is not available: {_TRITON_IMPORT_ERROR!r}")
+    require_triton()
     _check(logits, bitmask, rows)
     if rows.numel() == 0:
         return

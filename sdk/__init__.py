@@ -4,6 +4,7 @@ from loomlm.adapters.errors import AdapterError
 from loomlm.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from loomlm.engine.processor import PromptTooLongError
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
 from loomlm.grammar.specs import Choice, JsonObject, JsonSchema, OutputParseError, Regex
 from loomlm.llm import LLM
@@ -14,6 +15,7 @@ __all__ = [
     "LLM",
     "AdapterError",
     "Choice",
+    "CompilerConfig",
     "CompletionOutput",
     "ExtractionError",
     "GrammarError",

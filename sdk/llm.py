@@ -13,6 +13,7 @@ from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, Schedule
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import CompletionOutput, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.grammar.compiler import CompilerConfig, default_grammar_cache_dir
 from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
 from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
 
@@ -50,9 +51,12 @@ class LLM:
         max_loras: int | None = None,
         max_lora_rank: int | None = None,
         max_cpu_loras: int | None = None,
+        grammar: CompilerConfig | None = None,
     ) -> None:
         """LoRA serving is on when ``enable_lora`` is True, or when any of ``max_loras`` (adapters in
-        one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given."""
+        one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given.
+        ``grammar`` sets structured-output compilation (workers, time limit, caches); by default
+        grammars are cached on disk under ``~/.cache/loomlm/grammars``."""
         lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
         given = {key: value for key, value in lora_sizes.items() if value is not None}
         lora = LoRAConfig(enable=enable_lora if enable_lora is not None else bool(given), **given)
@@ -78,6 +82,7 @@ class LLM:
                 scheduler=scheduler,
                 cache=cache,
                 lora=lora,
+                grammar=grammar or CompilerConfig(cache_dir=default_grammar_cache_dir()),
             )
         )
 

@@ -220,3 +220,41 @@ def test_prefix_cache_hit_skips_computed_tokens():
     scheduler.add_request(twin)
     step = run_step(scheduler)
     assert scheduled(step)["b"] == 4 and twin.num_cached_tokens == 8
+
+
+class GrammarReadiness:
+    """The scheduler's view of the grammar seam: per request, ready / still compiling / failed."""
+
+    def __init__(self, states: dict[str, bool | str]) -> None:
+        self.states = states
+
+    def is_ready(self, request: Request) -> bool | str:
+        return self.states.get(request.request_id, True)
+
+
+def test_a_request_whose_grammar_is_compiling_waits_without_blocking_the_queue():
+    readiness = GrammarReadiness({"first": False})
+    scheduler = Scheduler(
+        SchedulerConfig(max_model_len=256), KVCacheManager(64, 4), structured_output=readiness
+    )
+    first, second = make_request("first", 8, index=0), make_request("second", 8, index=1)
+    scheduler.add_request(first)
+    scheduler.add_request(second)
+    assert scheduled(run_step(scheduler)) == {"second": 8}
+    assert first.status == RequestStatus.WAITING
+    readiness.states["first"] = True
+    assert scheduled(run_step(scheduler)) == {"second": 1, "first": 8}
+
+
+def test_a_request_whose_grammar_failed_finishes_with_the_error_and_others_run():
+    scheduler = Scheduler(
+        SchedulerConfig(max_model_len=256),
+        KVCacheManager(64, 4),
+        structured_output=GrammarReadiness({"bad": "the regex does not parse"}),
+    )
+    bad, good = make_request("bad", 8, index=0), make_request("good", 8, index=1)
+    scheduler.add_request(bad)
+    scheduler.add_request(good)
+    assert scheduled(run_step(scheduler)) == {"good": 8}
+    assert bad.status == RequestStatus.FINISHED_ERROR and bad.error == "the regex does not parse"
+    assert scheduler.take_failed() == [bad]
