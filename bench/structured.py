@@ -6,7 +6,8 @@ What is measured (default model SmolLM2-135M-Instruct, float32, CPU; greedy):
   64-192 tokens, fixed seed), each asked for a list of people. Constrained requests use a JSON
   Schema (an array of 1-64 objects with a bounded name, an age 0-120 and a city enum) with
   ``max_tokens=--max-tokens``; unconstrained requests use the same prompts with ``ignore_eos`` and
-  the same ``max_tokens``. Generated tok/s = output tokens / wall time. The two runs alternate
+  exactly as many new tokens as each one's constrained counterpart produced (so the batch shrinks
+  alike in both runs as requests finish). Generated tok/s = output tokens / wall time. The two runs alternate
   ``--repeats`` (3) times; medians are reported, and the ratio constrained / unconstrained
   (target: >= 0.95 at batch 64). Grammars are compiled before timing starts.
 * **Compile time**: a corpus of ``--num-schemas`` (>= 50) varied schemas (Pydantic models, nested
@@ -40,6 +41,7 @@ from schema_corpus import schema_corpus
 
 from loomlm import LLM, SamplingParams
 from loomlm.grammar.compiler import CompilerConfig, GrammarCompiler
+from loomlm.grammar.errors import GrammarError
 from loomlm.grammar.specs import resolve_response_format
 from loomlm.grammar.state import IndexGrammarState
 from loomlm.kernels.token_bitmask import apply_token_bitmask
@@ -103,22 +105,26 @@ def throughput(llm: LLM, prompts, params: SamplingParams) -> tuple[float, int, l
     return tokens / elapsed, tokens, outputs
 
 
-def compile_times(llm: LLM, schemas: list, cold: bool) -> list[float]:
+def compile_times(llm: LLM, schemas: list, cold: bool) -> tuple[list[float], list[str]]:
     manager = llm.engine.structured_output
     compiler = (
         GrammarCompiler(manager.vocabulary, CompilerConfig(cache_dir=None)) if cold else manager.compiler
     )
     if cold:
         compiler.submit("warm-up").result()  # start the worker process outside the timings
-    times = []
+    times, failures = [], []
     for schema in schemas:
         start = time.perf_counter()
         spec = resolve_response_format(schema)
-        compiler.submit(spec.regex, end_marker=spec.needs_end_marker).result()
+        try:
+            compiler.submit(spec.regex, end_marker=spec.needs_end_marker).result()
+        except GrammarError as error:  # over the time or memory limit: counted, not timed
+            failures.append(str(error).split(";")[0])
+            continue
         times.append((time.perf_counter() - start) * 1e3)
     if cold:
         compiler.close()
-    return times
+    return times, failures
 
 
 def mask_fill_us(llm: LLM, outputs) -> list[float]:
@@ -164,12 +170,17 @@ def main() -> None:
     args = parse_args()
     llm = LLM(max_num_seqs=max(args.batch_sizes), enable_prefix_caching=False)
     constrained = SamplingParams(temperature=0, max_tokens=args.max_tokens, response_format=PEOPLE_SCHEMA)
-    free = SamplingParams(temperature=0, max_tokens=args.max_tokens, ignore_eos=True)
     rows = []
     people_outputs = []
     for batch in args.batch_sizes:
         prompts = make_prompts(llm, batch, args.seed + batch)
-        throughput(llm, prompts[:2], constrained)  # warm-up, grammar compiled
+        # Warm-up (grammar compiled), and the length of each constrained output: the unconstrained
+        # baseline generates exactly as many tokens per request, so both runs shrink alike at the end.
+        _, _, warm_outputs = throughput(llm, prompts, constrained)
+        free = [
+            SamplingParams(temperature=0, max_tokens=max(1, len(o.outputs[0].token_ids)), ignore_eos=True)
+            for o in warm_outputs
+        ]
         free_runs, constrained_runs = [], []
         for _ in range(args.repeats):
             free_runs.append(throughput(llm, prompts, free)[0])
@@ -184,9 +195,9 @@ def main() -> None:
     complete = sum(o.outputs[0].parsed is not None for o in people_outputs)
 
     schemas = schema_corpus(args.num_schemas)
-    cold = compile_times(llm, schemas, cold=True)
+    cold, cold_failures = compile_times(llm, schemas, cold=True)
     compile_times(llm, schemas, cold=False)  # fill the engine compiler's memory cache
-    warm = compile_times(llm, schemas, cold=False)
+    warm, _ = compile_times(llm, schemas, cold=False)
     fill = mask_fill_us(llm, people_outputs)
     vocab = llm.engine.structured_output.vocabulary
     apply = apply_ms(llm.engine.arch.vocab_size, vocab.mask_width_words, max(args.batch_sizes))
@@ -198,7 +209,8 @@ def main() -> None:
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
         "- Throughput: SmolLM2-135M-Instruct, greedy, chat prompts of 64-192 text tokens, "
         f"max_tokens={args.max_tokens}; constrained = JSON Schema array of people objects; "
-        f"unconstrained = ignore_eos; median of {args.repeats} alternating runs; last constrained batch: "
+        f"unconstrained = ignore_eos, same output lengths; median of {args.repeats} alternating runs; "
+        "last constrained batch: "
         f"{complete}/{len(people_outputs)} outputs complete and valid",
         "",
         "| batch | unconstrained tok/s | constrained tok/s | constrained / unconstrained |",
@@ -211,6 +223,10 @@ def main() -> None:
         "|---|---:|---:|---:|",
         f"| cold (fresh compiler, no cache) | {pct(cold, 50):.1f} | {pct(cold, 99):.1f} | {max(cold):.1f} |",
         f"| warm (memory cache) | {pct(warm, 50):.3f} | {pct(warm, 99):.3f} | {max(warm):.3f} |",
+        "",
+        f"- Cold compiles that failed (limit: {CompilerConfig().timeout_s:g} s, "
+        f"{CompilerConfig().memory_limit_bytes >> 30} GiB): {len(cold_failures)} of {len(schemas)}"
+        + "".join(f"; {f}" for f in cold_failures),
         "",
         f"- Mask fill per token (one bitmask row, {len(fill)} tokens replayed): p50 {pct(fill, 50):.1f} us, "
         f"p99 {pct(fill, 99):.1f} us; apply kernel (torch reference, CPU) at batch {max(args.batch_sizes)}: "
