@@ -17,7 +17,7 @@ class Person(BaseModel):
 TEXTS = [
     "John Smith is 42 years old and lives in Boston.",
     "Maria Garcia, 29, works as a nurse in Madrid.",
-    "Last week I met Ken Tanaka; he is 35 and lives in Tokyo.",
+    "Anna Lee is 31 years old and lives in Paris.",
 ]
 
 
