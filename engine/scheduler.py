@@ -128,7 +128,7 @@ class Scheduler:
             if len(self.running) >= self.config.max_num_seqs:
                 break
             request = self._waiting[0][2]
-            if not self._is_ready(request) or not self._acquire_adapter(request):
+            if not self._admissible(request) or not self._acquire_adapter(request):
                 if not request.is_finished:
                     skipped.append(heapq.heappop(self._waiting))
                 continue
@@ -157,10 +157,11 @@ class Scheduler:
         output.num_scheduled_tokens = self.config.max_num_batched_tokens - budget
         return output
 
-    def _is_ready(self, request: Request) -> bool:
-        """Whether a waiting request can be admitted now; one that can never run is finished."""
+    def _admissible(self, request: Request) -> bool:
+        """Whether a waiting request can be admitted now (its grammar, if any, is activated); one
+        that can never run is finished."""
         if self.structured_output is not None:
-            ready = self.structured_output.is_ready(request)
+            ready = self.structured_output.activate(request)
             if isinstance(ready, str):  # its grammar failed to compile: only this request fails
                 self._fail_unscheduled(request, ready)
                 return False

@@ -1,7 +1,7 @@
 """StructuredOutputManager: the engine's side of the grammar seam.
 
 At intake it resolves a request's response format to a GrammarSpec (cached) and submits the
-regex to the compiler, which returns a Future; the scheduler asks ``is_ready`` so that requests
+regex to the compiler, which returns a Future; the scheduler calls ``activate`` so that requests
 whose grammar is still compiling wait without blocking others; each step it fills the bitmask rows
 of the constrained requests, and after sampling it advances their grammar states. Nothing here
 (no vocabulary, no worker process) is built until the first constrained request arrives."""
@@ -81,8 +81,9 @@ class StructuredOutputManager:
             request.grammar_future = future
 
     # -- scheduling -------------------------------------------------------------------------------
-    def is_ready(self, request: Request) -> bool | str:
-        """True when the request can run; False while compiling; an error message if it failed."""
+    def activate(self, request: Request) -> bool | str:
+        """Give the request its grammar state once its compile is done. True when it can run (it
+        has its state, or needs none); False while compiling; the error message if it failed."""
         if request.grammar_future is None or request.grammar is not None:
             return True
         future = request.grammar_future

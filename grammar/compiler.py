@@ -113,10 +113,6 @@ class GrammarCompiler:
                 future.add_done_callback(lambda _f, key=key: self._done(key))
             return future
 
-    def compile(self, regex: str) -> CompiledGrammar:
-        """Blocking convenience: the compiled grammar, or the compile error raised."""
-        return self.submit(regex).result()
-
     def _done(self, key: str) -> None:
         with self._lock:
             self._in_flight.pop(key, None)
@@ -165,10 +161,6 @@ class GrammarCompiler:
             os.replace(tmp.name, path)
         except OSError:
             pass  # the disk cache is an optimisation; a read-only or full disk must not fail compiles
-
-    def clear_memory_cache(self) -> None:
-        with self._lock:
-            self._memory.clear()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -16,13 +16,12 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic.errors import PydanticUserError
 
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError
 from loomlm.grammar.json_schema import SchemaOptions, json_value_regex, schema_to_regex
-
-_REGEX_META = set("\\.+*?()|[]{}^$#&-~")
+from loomlm.grammar.schema_strings import escape_literal
 
 
 class OutputParseError(GrammarError):
@@ -168,12 +167,6 @@ def _type_name(python_type: Any) -> str:
     return getattr(python_type, "__name__", None) or repr(python_type)
 
 
-def escape_literal(text: str) -> str:
-    """``text`` as a regex matching exactly it (only regex metacharacters are escaped, which both
-    Rust ``regex`` and Python ``re`` accept)."""
-    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in text)
-
-
 def resolve_response_format(response_format: Any) -> GrammarSpec:
     """Validate a response format and translate it to a GrammarSpec; raises a GrammarError (a
     ValueError) naming the problem for anything that cannot be enforced."""
@@ -223,7 +216,3 @@ def _schema_and_type(target: Any) -> tuple[Any, Any]:
     except (PydanticUserError, TypeError, ValueError) as error:
         raise GrammarError(f"cannot derive a JSON Schema from {_type_name(target)}: {error}") from None
     return schema, target
-
-
-def is_model_class(value: Any) -> bool:
-    return isinstance(value, type) and issubclass(value, BaseModel)

@@ -228,7 +228,7 @@ class GrammarReadiness:
     def __init__(self, states: dict[str, bool | str]) -> None:
         self.states = states
 
-    def is_ready(self, request: Request) -> bool | str:
+    def activate(self, request: Request) -> bool | str:
         return self.states.get(request.request_id, True)
 
 
