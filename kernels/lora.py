@@ -1,7 +1,8 @@
 """Multi-LoRA shrink/expand: each token's low-rank update through its own adapter slot (punica style).
 
-Owns the torch references `lora_shrink_ref` / `lora_expand_ref` (the CPU path and the test oracle:
-one pair of matmuls per ACTIVE adapter at its real rank, never a per-token loop) and the dispatchers
+Owns the torch references `lora_shrink_ref` / `lora_expand_ref` (the test oracle and the fallback for
+this layout without Triton: one pair of matmuls per ACTIVE adapter at its real rank, never a
+per-token loop; the engine's CPU path uses its own layout, `loomlm.adapters.cpu_step`) and the dispatchers
 `lora_shrink` / `lora_expand` (Triton on CUDA, else the reference). Re-exports the per-step
 `LoRAKernelMeta` (built by `loomlm.adapters.metadata`) and the per-layer `LoRARanks` from
 `lora_types.py`; the Triton kernels live in `lora_triton.py`. Tokens of slot -1 are in no group, so

@@ -140,9 +140,10 @@ def make_peft_adapter(base_dir, out_dir, *, seed: int, safe_serialization: bool 
 
 @pytest.fixture(scope="session")
 def tiny_lora_adapters(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
-    """Three adapters for ``tiny_llama_dir`` that differ in rank, targets, scaling and file format:
+    """Four adapters for ``tiny_llama_dir`` that differ in rank, targets, scaling and file format:
     ``all8`` r=8 on all seven modules; ``rs4`` rsLoRA r=4 on q/v/down of layer 1 only, with a
-    rank_pattern and alpha_pattern; ``re16`` r=16 from a regex target on k/o/up, saved as .bin."""
+    rank_pattern and alpha_pattern; ``re16`` r=16 from a regex target on k/o/up, saved as .bin;
+    ``all8b`` like all8 (same rank and targets) with other weights and alpha."""
     root = tmp_path_factory.mktemp("tiny_lora")
     specs = {
         "all8": dict(
@@ -160,6 +161,12 @@ def tiny_lora_adapters(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
             alpha_pattern={"down_proj": 3},
         ),
         "re16": dict(r=16, lora_alpha=8, target_modules=r".*\.(k_proj|o_proj|up_proj)"),
+        # Same rank and targets as all8 (so the CPU path batches them together), other values.
+        "all8b": dict(
+            r=8,
+            lora_alpha=8,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
     }
     return {
         name: make_peft_adapter(

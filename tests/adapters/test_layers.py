@@ -1,19 +1,24 @@
-"""LoRA slot weights: packed q/k/v and gate/up windows, per-slot ranks, and the per-step update
-against a per-token reference (tokens without an adapter untouched)."""
+"""LoRA slot weights and the per-step update, on both layouts: every token's update equals a per-token
+reference (tokens without an adapter untouched), whether the CPU path runs a slot alone or batches
+same-layout slots; slot layouts follow the adapter and clear."""
 
 import numpy as np
 import pytest
 import torch
 
+from loomlm.adapters.cpu_layout import EMPTY_LAYOUT, SlotLayout
+from loomlm.adapters.cpu_step import BATCH_MAX_TOKENS
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter
 from loomlm.adapters.spec import PACKED_GROUPS
 
+NAMES = ("all8", "rs4", "re16", "all8b")
+
 
 @pytest.fixture(scope="module")
 def adapters(spec, tiny_lora_adapters):
-    return [load_peft_adapter(name, tiny_lora_adapters[name], spec, 16) for name in ("all8", "rs4", "re16")]
+    return {name: load_peft_adapter(name, tiny_lora_adapters[name], spec, 16) for name in NAMES}
 
 
 def reference_update(adapter_of_token, layer, group, x, spec):
@@ -33,53 +38,118 @@ def reference_update(adapter_of_token, layer, group, x, spec):
     return out
 
 
+def make_weights(spec, adapters, slot_names, *, use_kernels=False, max_num_tokens=64):
+    weights = LoRAModelWeights(
+        spec, num_slots=len(slot_names), max_rank=16, max_num_tokens=max_num_tokens, use_kernels=use_kernels
+    )
+    for slot, name in enumerate(slot_names):
+        if name is not None:
+            weights.write_slot(slot, adapters[name])
+    return weights
+
+
+def check_step(spec, adapters, weights, slot_names, token_slots, layer, group, seed=0):
+    """Apply one step's update for ``group`` and compare every row with the per-token reference."""
+    meta = LoRABatchMetadataBuilder(64, len(slot_names)).build(np.array(token_slots, dtype=np.int32))
+    in_features = spec.module_dims[PACKED_GROUPS[group][0]][0]
+    torch.manual_seed(seed)
+    x = torch.randn(len(token_slots), in_features)
+    base = torch.randn(len(token_slots), sum(spec.module_dims[m][1] for m in PACKED_GROUPS[group]))
+    out = base.clone()
+    step = weights.step(meta)
+    step.apply(layer, group, x, out)
+    token_adapters = [None if s < 0 else adapters[slot_names[s]] for s in token_slots]
+    expected = base + reference_update(token_adapters, layer, group, x, spec)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    base_rows = [t for t, s in enumerate(token_slots) if s < 0]
+    assert torch.equal(out[base_rows], base[base_rows])
+    return step
+
+
+# Slots 0..3 hold all8, rs4, re16, all8b: four different layouts, so every slot runs alone.
+DISTINCT = ("all8", "rs4", "re16", "all8b")
+# all8b in two slots plus all8: three slots of one layout, so decode-sized groups batch.
+SAME_LAYOUT = ("all8b", "all8", "re16", "all8b")
+STEPS = {
+    # contiguous runs, a slot split over two runs, base tokens in between
+    "runs": (DISTINCT, [0, 0, -1, 1, 1, 1, 2, -1, 0, 2, 2, -1, 3]),
+    # decode: one token per request, interleaved; counts 3/2/2 pad to 3 in the batched class
+    "decode": (SAME_LAYOUT, [0, 1, 3, -1, 0, 2, 1, 3, 0, -1, 2]),
+    # a prefill run too long to batch next to batched decode tokens of the same layout
+    "prefill+decode": (SAME_LAYOUT, [3, *[1] * (BATCH_MAX_TOKENS + 4), 0, -1, 3, 2, 0]),
+}
+
+
 @pytest.mark.parametrize("use_kernels", [False, True], ids=["cpu-path", "kernel-path"])
 @pytest.mark.parametrize("group", list(PACKED_GROUPS))
 @pytest.mark.parametrize("layer", [0, 1])
-def test_step_update_matches_per_token_reference(spec, adapters, group, layer, use_kernels):
-    weights = LoRAModelWeights(spec, num_slots=4, max_rank=16, max_num_tokens=32, use_kernels=use_kernels)
-    slot_of = {0: 2, 1: 0, 2: 3}  # adapter index -> slot (slot 1 stays empty)
-    for index, slot in slot_of.items():
-        weights.write_slot(slot, adapters[index])
-    # Mixed tokens: contiguous runs, a slot split over two runs, and base tokens in between.
-    token_adapter = [0, 0, None, 1, 1, 1, 2, None, 0, 2, 2, None]
-    token_slots = np.array([-1 if a is None else slot_of[a] for a in token_adapter], dtype=np.int32)
-    meta = LoRABatchMetadataBuilder(32, 4).build(token_slots)
-    in_features = spec.module_dims[PACKED_GROUPS[group][0]][0]
-    torch.manual_seed(0)
-    x = torch.randn(len(token_adapter), in_features)
-    base = torch.randn(len(token_adapter), sum(spec.module_dims[m][1] for m in PACKED_GROUPS[group]))
-    out = base.clone()
-    weights.step(meta).apply(layer, group, x, out)
-    expected = base + reference_update(
-        [None if a is None else adapters[a] for a in token_adapter], layer, group, x, spec
-    )
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    base_rows = [t for t, a in enumerate(token_adapter) if a is None]
-    assert torch.equal(out[base_rows], base[base_rows])
+@pytest.mark.parametrize("case", list(STEPS))
+def test_step_update_matches_per_token_reference(spec, adapters, case, group, layer, use_kernels):
+    slot_names, token_slots = STEPS[case]
+    weights = make_weights(spec, adapters, slot_names, use_kernels=use_kernels)
+    check_step(spec, adapters, weights, slot_names, token_slots, layer, group)
 
 
-@pytest.mark.parametrize("use_kernels", [False, True], ids=["cpu-path", "kernel-path"])
-def test_slot_ranks_follow_the_adapter_and_clear(spec, adapters, use_kernels):
-    weights = LoRAModelWeights(spec, num_slots=2, max_rank=16, max_num_tokens=8, use_kernels=use_kernels)
-    weights.write_slot(1, adapters[1])  # rs4: q r4, v r2, down r4, layer 1 only
-    qkv = weights.layers[1]["qkv_proj"]
-    assert [r.host[1] for r in qkv.ranks] == [4, 0, 2]
-    assert [r.device[1].item() for r in qkv.ranks] == [4, 0, 2]
-    assert weights.layers[0]["qkv_proj"].ranks[0].host[1] == 0
-    weights.write_slot(1, adapters[2])  # overwrite: rs4's q/v must be gone
-    assert [r.host[1] for r in qkv.ranks] == [0, 16, 0]
-    assert torch.count_nonzero(qkv.b[0][1]) == 0 and torch.count_nonzero(qkv.b[2][1]) == 0
+def test_cpu_path_batches_decode_sized_groups_by_layout(spec, adapters):
+    slot_names, token_slots = STEPS["prefill+decode"]
+    weights = make_weights(spec, adapters, slot_names)
+    step = check_step(spec, adapters, weights, slot_names, token_slots, 0, "qkv_proj")
+    for group in ("qkv_proj", "o_proj"):
+        plan = step.plans[group]
+        # all8b's two slots form one class, re16 (another layout) a class of one; all8's long run
+        # runs per adapter.
+        assert [cls.slots.tolist() for cls in plan.batched.classes] == [[0, 3], [2]]
+        assert [run.slot for run in plan.singles] == [1]
+    # down_proj: re16 does not target it, so it is in no class there.
+    assert [cls.slots.tolist() for cls in step.plans["down_proj"].batched.classes] == [[0, 3]]
+
+
+def test_batched_class_without_a_module_never_adds_stale_deltas(spec, adapters):
+    # Step 1 fills the k_proj delta rows with all8's batched class; in step 2 the rs4 class (no k_proj)
+    # takes those rows first, and the all8 class still writes k_proj after it.
+    slot_names = ("rs4", "rs4", "all8", "all8b")
+    weights = make_weights(spec, adapters, slot_names)
+    check_step(spec, adapters, weights, slot_names, [2, 3, 2, 3], 1, "qkv_proj", seed=1)
+    step = check_step(spec, adapters, weights, slot_names, [0, 2, 1, 3, 0, 2, -1, 1], 1, "qkv_proj", seed=2)
+    layouts = [
+        weights.cpu_groups["qkv_proj"].layouts[cls.slots[0]] for cls in step.plans["qkv_proj"].batched.classes
+    ]
+    assert layouts == [SlotLayout(4, (0, 2)), SlotLayout(8, (0, 1, 2))]
+
+
+def test_cpu_slot_layout_follows_the_adapter_and_clears(spec, adapters):
+    weights = make_weights(spec, adapters, (None, "rs4"))
+    qkv = weights.cpu_groups["qkv_proj"]
+    assert qkv.layouts[1] == SlotLayout(4, (0, 2))  # q r4 and v r2 (rank_pattern) at the slot rank 4
+    assert qkv.views[1][0] is None  # layers_to_transform=[1]: nothing in layer 0
+    assert [(p.rank, p.out_offset) for p in qkv.views[1][1].parts] == [(4, 0), (2, 64 + 32)]
+    weights.write_slot(1, adapters["re16"])  # overwrite: rs4's q/v must be gone
+    assert qkv.layouts[1] == SlotLayout(16, (1,))
+    assert torch.count_nonzero(qkv.rows[:, 1, qkv.row_size(qkv.layouts[1]) :]) == 0
     weights.clear_slot(1)
+    assert qkv.layouts[1] == EMPTY_LAYOUT and torch.count_nonzero(qkv.rows[:, 1]) == 0
     meta = LoRABatchMetadataBuilder(8, 2).build(np.array([1, 1], dtype=np.int32))
     out = torch.zeros(2, 64 + 32 + 32)
     weights.step(meta).apply(1, "qkv_proj", torch.randn(2, 64), out)
     assert torch.count_nonzero(out) == 0
 
 
+def test_kernel_slot_ranks_follow_the_adapter_and_clear(spec, adapters):
+    weights = make_weights(spec, adapters, (None, "rs4"), use_kernels=True)
+    qkv = weights.kernel_layers[1]["qkv_proj"]
+    assert [r.host[1] for r in qkv.ranks] == [4, 0, 2]
+    assert [r.device[1].item() for r in qkv.ranks] == [4, 0, 2]
+    assert weights.kernel_layers[0]["qkv_proj"].ranks[0].host[1] == 0
+    weights.write_slot(1, adapters["re16"])
+    assert [r.host[1] for r in qkv.ranks] == [0, 16, 0]
+    assert torch.count_nonzero(qkv.b[0][1]) == 0 and torch.count_nonzero(qkv.b[2][1]) == 0
+    weights.clear_slot(1)
+    assert all(r.host[1] == 0 for r in qkv.ranks)
+
+
 def test_write_slot_refuses_out_of_range(spec, adapters):
     weights = LoRAModelWeights(spec, num_slots=1, max_rank=8, max_num_tokens=4)
     with pytest.raises(ValueError, match="slot 1 is outside"):
-        weights.write_slot(1, adapters[0])
+        weights.write_slot(1, adapters["all8"])
     with pytest.raises(ValueError, match="rank 16 > 8"):
-        weights.write_slot(0, adapters[2])
+        weights.write_slot(0, adapters["re16"])

@@ -20,17 +20,24 @@ def make_registry(spec, *, max_loras=2, max_cpu_loras=4, max_lora_rank=16):
 
 
 def slot_holds(registry, slot, adapter_dir, spec):
-    """Whether the slot holds the adapter's scaled B matrices (CPU layout keeps B transposed)."""
+    """Whether the slot holds the adapter's scaled B matrices (the CPU layout keeps B transposed)."""
     from loomlm.adapters.peft_loader import load_peft_adapter
 
     adapter = load_peft_adapter("check", adapter_dir, spec, 16)
     for (layer, module), (_, b) in adapter.weights.items():
-        for packed in registry.weights.layers[layer].values():
-            if module in packed.modules:
-                stored = packed.b[packed.modules.index(module)][slot, : b.shape[1]]
-                if not torch.equal(stored, b.t()):
+        for group in registry.weights.cpu_groups.values():
+            if module in group.modules:
+                views = group.views[slot][layer]
+                offset = group.offsets[group.modules.index(module)]
+                parts = [] if views is None else [p for p in views.parts if p.out_offset == offset]
+                if len(parts) != 1 or not torch.equal(parts[0].b_t, b.t()):
                     return False
     return True
+
+
+def slot_rank(registry, slot, layer=0, group="qkv_proj") -> int:
+    views = registry.weights.cpu_groups[group].views[slot][layer]
+    return 0 if views is None else views.parts[0].rank
 
 
 @pytest.fixture
@@ -122,10 +129,10 @@ def test_unload_is_deferred_while_a_request_pins_the_slot(spec, copies):
     with pytest.raises(AdapterError, match="unknown adapter 'a'"):
         registry.get("a")
     assert registry.slot_of(ref) == slot  # the running request keeps its weights
-    assert registry.weights.layers[0]["qkv_proj"].ranks[0].host[slot] == 8
+    assert slot_rank(registry, slot) == 8
     registry.release_slot(slot)
     assert registry.slot_of(ref) is None  # freed once no request pins it
-    assert registry.weights.layers[0]["qkv_proj"].ranks[0].host[slot] == 0
+    assert slot_rank(registry, slot) == 0
     # A request submitted before the unload can still get the adapter (re-read from its path).
     again = registry.acquire_slot(ref)
     assert again is not None and slot_holds(registry, again, copies["all8"], spec)

@@ -99,6 +99,31 @@ def test_mixed_batch_matches_peft_per_row(
     assert not torch.allclose(rows["r0"][0], base, atol=1e-2)
 
 
+def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
+    tiny_llama_dir, tiny_lora_adapters, peft_logits, monkeypatch
+):
+    # all8 and all8b share rank and targets: on the CPU their decode tokens run as one batched class.
+    engine = make_engine(tiny_llama_dir)
+    for name in ("all8", "all8b", "re16"):
+        engine.load_adapter(name, str(tiny_lora_adapters[name]))
+    rows = record_logits(engine, monkeypatch)
+    class_sizes = []
+    make_step = engine.runner.lora_weights.step
+
+    def spying(meta):
+        step = make_step(meta)
+        batched = step.plans["qkv_proj"].batched
+        class_sizes.append([len(c.slots) for c in batched.classes] if batched else [])
+        return step
+
+    monkeypatch.setattr(engine.runner.lora_weights, "step", spying)
+    names = ["all8", "all8b", "all8", "all8b", "re16", None, "all8", "all8b"]
+    items = [(f"d{i}", p, names[i]) for i, p in enumerate(prompts(5, 8, 5, 20))]
+    outputs = run(engine, items, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    assert_peft_parity(outputs, rows, items, tiny_llama_dir, tiny_lora_adapters, peft_logits)
+    assert any(2 in sizes for sizes in class_sizes)  # decode steps ran all8 and all8b in one class
+
+
 def test_chunked_prefill_and_prefix_cache_keep_parity(
     tiny_llama_dir, tiny_lora_adapters, peft_logits, monkeypatch
 ):
