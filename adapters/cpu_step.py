@@ -36,7 +36,7 @@ BATCH_MAX_TOKENS = 16
 class CPULoRAScratch:
     """Buffers for the batched path, allocated once for the engine's limits."""
 
-    def __init__(self, groups: dict[str, CPULoRAGroup], num_slots: int, max_rank: int):
+    def __init__(self, groups: dict[str, CPULoRAGroup], num_slots: int, max_rank: int, max_num_tokens: int):
         self.max_rows = num_slots * BATCH_MAX_TOKENS  # every batched slot pads to at most this many
         dtype = next(iter(groups.values())).rows.dtype
         max_in = max(g.in_features for g in groups.values())
@@ -56,6 +56,10 @@ class CPULoRAScratch:
         self.token_index = {name: torch.zeros(self.max_rows, dtype=torch.int64) for name in groups}
         self.pad_rows = {name: torch.zeros(self.max_rows, dtype=torch.int64) for name in groups}
         self.class_slots = {name: torch.zeros(num_slots, dtype=torch.int64) for name in groups}
+        # The per-adapter path's update for a slot whose tokens are not one run, before its scatter.
+        self.run_deltas = torch.empty(
+            max_num_tokens * max(sum(g.widths) for g in groups.values()), dtype=dtype
+        )
 
 
 @dataclass(slots=True)
@@ -111,7 +115,7 @@ class CPULoRAStep:
     """This step's LoRA on the CPU; the model's fused linear layers call `apply` after their matmul.
     The plan views the scratch buffers: it is valid until the next step is planned."""
 
-    __slots__ = ("plans",)
+    __slots__ = ("plans", "run_deltas")
 
     def __init__(self, groups: dict[str, CPULoRAGroup], scratch: CPULoRAScratch, meta: LoRAKernelMeta):
         starts = meta.slot_starts_host
@@ -125,6 +129,7 @@ class CPULoRAStep:
                 run = SingleRun(slot, slice(0, 0), sorted_ids[starts[i] : starts[i + 1]])
             slots.append(SlotTokens(slot, count, starts[i], run))
         ids_np = sorted_ids.numpy()
+        self.run_deltas = scratch.run_deltas
         self.plans = {
             name: _plan_group(name, group, scratch, slots, ids_np) for name, group in groups.items()
         }
@@ -138,14 +143,17 @@ class CPULoRAStep:
             if views is None:
                 continue
             ids = run.ids
-            y = torch.mm(x[run.rows] if ids is None else x.index_select(0, ids), views.a_t)
+            if ids is None:  # one run of rows: update them in place
+                y, target = torch.mm(x[run.rows], views.a_t), out[run.rows]
+            else:  # scattered rows: build their full-width update, then one full-row scatter
+                y = torch.mm(x.index_select(0, ids), views.a_t)
+                target = self.run_deltas[: ids.shape[0] * out.shape[1]].view(ids.shape[0], out.shape[1])
+                target.zero_()
             for part in views.parts:
                 y_m = y[:, part.y_column : part.y_column + part.rank]
-                window = out[:, part.out_offset : part.out_offset + part.width]
-                if ids is None:
-                    window[run.rows].addmm_(y_m, part.b_t)
-                else:
-                    window.index_add_(0, ids, torch.mm(y_m, part.b_t))
+                target[:, part.out_offset : part.out_offset + part.width].addmm_(y_m, part.b_t)
+            if ids is not None:
+                out.index_add_(0, ids, target)
         batched = plan.batched
         if batched is not None:
             torch.index_select(x, 0, batched.token_index, out=batched.x_gathered)

@@ -8,11 +8,12 @@ turns a step's `LoRAKernelMeta` into a `LoRAStep`, which the model calls after e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 
-from loomlm.adapters.cpu_layout import CPULoRAGroup
+from loomlm.adapters.cpu_layout import CPULoRAGroup, ModuleWeights
 from loomlm.adapters.cpu_step import CPULoRAScratch, CPULoRAStep
 from loomlm.adapters.kernel_layout import KernelLoRALayer, KernelLoRAStep
 from loomlm.adapters.peft_loader import LoRAAdapter
@@ -69,7 +70,7 @@ class LoRAModelWeights:
                 group: CPULoRAGroup(modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype)
                 for group, modules in PACKED_GROUPS.items()
             }
-            self.cpu_scratch = CPULoRAScratch(self.cpu_groups, num_slots, max_rank)
+            self.cpu_scratch = CPULoRAScratch(self.cpu_groups, num_slots, max_rank, max_num_tokens)
 
     def write_slot(self, slot: int, adapter: LoRAAdapter) -> None:
         """Copy ``adapter`` into ``slot`` (every module it does not target gets rank 0)."""
@@ -82,7 +83,7 @@ class LoRAModelWeights:
     def clear_slot(self, slot: int) -> None:
         self._write(slot, lambda layer, module: None)
 
-    def _write(self, slot: int, weight_of) -> None:
+    def _write(self, slot: int, weight_of: Callable[[int, str], ModuleWeights]) -> None:
         if self.use_kernels:
             for layer, groups in enumerate(self.kernel_layers):
                 for packed in groups.values():

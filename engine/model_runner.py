@@ -14,7 +14,7 @@ from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.llama import LlamaForCausalLM
-from loomlm.engine.outputs import SchedulerOutput
+from loomlm.engine.outputs import ScheduledChunk, SchedulerOutput
 from loomlm.kernels import AttentionWorkspace
 
 
@@ -65,7 +65,7 @@ class ModelRunner:
     def prepare_inputs(
         self, scheduler_output: SchedulerOutput
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, LoRAStep | None]:
-        chunks = scheduler_output.chunks
+        chunks, lora_order = self._lora_ordered(scheduler_output.chunks)
         num_seqs = len(chunks)
         token_ids: list[int] = []
         starts = np.empty(num_seqs, dtype=np.int64)
@@ -96,7 +96,12 @@ class ModelRunner:
             block_tables[seq_of_token, positions // self.block_size].astype(np.int64) * self.block_size
             + positions % self.block_size
         )
-        logits_indices = query_start_loc[1:][samples] - 1
+        last_rows = query_start_loc[1:] - 1
+        if lora_order is not None:  # back to the scheduler's order, which the sampler expects
+            position = np.empty(num_seqs, dtype=np.int64)
+            position[lora_order] = self._seq_arange[:num_seqs]
+            last_rows, samples = last_rows[position], samples[position]
+        logits_indices = last_rows[samples]
 
         metadata = AttentionMetadata(
             slot_mapping=self._to_device(slot_mapping),
@@ -110,6 +115,20 @@ class ModelRunner:
         input_ids = self._to_device(np.asarray(token_ids, dtype=np.int64))
         lora = self._lora_step(query_lens) if has_lora else None
         return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices), lora
+
+    def _lora_ordered(self, chunks: list[ScheduledChunk]) -> tuple[list[ScheduledChunk], np.ndarray | None]:
+        """The step's chunks grouped by adapter slot (stable), and the order used (None: unchanged).
+        With LoRA on, every adapter's tokens then form one run of rows, which the CPU LoRA path
+        updates in place instead of gathering and scattering them."""
+        if self.lora_weights is None or all(c.request.adapter_slot is None for c in chunks):
+            return chunks, None
+        slots = np.fromiter(
+            (-1 if c.request.adapter_slot is None else c.request.adapter_slot for c in chunks),
+            np.int64,
+            len(chunks),
+        )
+        order = np.argsort(slots, kind="stable")
+        return [chunks[i] for i in order], order
 
     def _lora_step(self, query_lens: np.ndarray) -> LoRAStep | None:
         """Group this step's tokens by adapter slot, once for every layer."""

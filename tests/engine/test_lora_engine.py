@@ -114,6 +114,8 @@ def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
         step = make_step(meta)
         batched = step.plans["qkv_proj"].batched
         class_sizes.append([len(c.slots) for c in batched.classes] if batched else [])
+        # The runner groups the step's chunks by adapter: each adapter's tokens are one run of rows.
+        assert all(run.ids is None for plan in step.plans.values() for run in plan.singles)
         return step
 
     monkeypatch.setattr(engine.runner.lora_weights, "step", spying)
