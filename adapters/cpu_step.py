@@ -2,8 +2,8 @@
 
 Cost must follow the adapters in the step and their real ranks. Two ways to run a slot's tokens:
 
-* **Batched** (decode-sized groups): slots with at most `BATCH_MAX_TOKENS` tokens and the same
-  `SlotLayout` form a class (a slot alone in its layout is a class of one). Per layer, one copy
+* **Batched** (decode-sized groups): slots with at most ``batch_max_tokens`` tokens and the same
+  `SlotLayout` form a class (a slot alone in its layout runs per adapter). Per layer, one copy
   gathers the class's weight rows into a scratch buffer, one ``bmm`` shrinks and one ``bmm`` per
   module expands into that module's delta buffer; the deltas are concatenated and one
   ``index_add_`` scatters every class's rows into the fused output. Why: a small matmul streams
@@ -11,8 +11,9 @@ Cost must follow the adapters in the step and their real ranks. Two ways to run 
   and the op count per layer follows the number of classes, not of adapters. (An ``index_add_``
   into a column window of a wide tensor, or a ``bmm`` writing into one, is several times slower
   than the concatenation plus one full-row scatter.)
-* **Per adapter** (prefill-sized groups): a matmul on views of the slot's row, plus an in-place
-  ``addmm_`` per module at its real rank (slices when the slot's tokens are one run).
+* **Per adapter** (prefill-sized groups, and a slot alone in its layout): a matmul on views of the
+  slot's row, plus an in-place ``addmm_`` per module at its real rank (slices when the slot's
+  tokens are one run).
 
 Padding rows of a batched class read token 0 and are zeroed before the shrink, so they add nothing.
 All buffers come from `CPULoRAScratch`, sized once; the plan is views into them.
@@ -28,16 +29,27 @@ import torch
 from loomlm.adapters.cpu_layout import CPULoRAGroup, SlotLayout
 from loomlm.kernels.lora_types import LoRAKernelMeta
 
-# A slot with more tokens than this in a step runs alone: its matmul is already efficient and
-# padding other slots of its class up to its count would waste work.
+# Default ``batch_max_tokens``: a slot with more tokens than this in a step runs alone, since its
+# matmul is already efficient and padding the other slots of its class up to its count would waste work.
 BATCH_MAX_TOKENS = 16
 
 
 class CPULoRAScratch:
     """Buffers for the batched path, allocated once for the engine's limits."""
 
-    def __init__(self, groups: dict[str, CPULoRAGroup], num_slots: int, max_rank: int, max_num_tokens: int):
-        self.max_rows = num_slots * BATCH_MAX_TOKENS  # every batched slot pads to at most this many
+    def __init__(
+        self,
+        groups: dict[str, CPULoRAGroup],
+        num_slots: int,
+        max_rank: int,
+        max_num_tokens: int,
+        batch_max_tokens: int = BATCH_MAX_TOKENS,
+    ):
+        """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never)."""
+        if batch_max_tokens < 0:
+            raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
+        self.batch_max_tokens = batch_max_tokens
+        self.max_rows = num_slots * batch_max_tokens  # every batched slot pads to at most this many
         dtype = next(iter(groups.values())).rows.dtype
         max_in = max(g.in_features for g in groups.values())
         max_y = max(len(g.modules) for g in groups.values()) * max_rank
@@ -181,11 +193,16 @@ def _plan_group(
         layout = group.layouts[tokens.slot]
         if not layout.rank:
             continue
-        if tokens.count <= BATCH_MAX_TOKENS:
+        if tokens.count <= scratch.batch_max_tokens:
             by_layout.setdefault(layout, []).append(tokens)
         else:
             singles.append(tokens.run)
-    classes = list(by_layout.items())
+    classes = []
+    for layout, members in by_layout.items():
+        if len(members) > 1:
+            classes.append((layout, members))
+        else:  # gathering one slot's weights costs a copy and batches nothing
+            singles.append(members[0].run)
     batched = _plan_batched(name, group, scratch, classes, ids_np) if classes else None
     return GroupPlan(group, tuple(singles), batched)
 

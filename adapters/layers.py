@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup, ModuleWeights
-from loomlm.adapters.cpu_step import CPULoRAScratch, CPULoRAStep
+from loomlm.adapters.cpu_step import BATCH_MAX_TOKENS, CPULoRAScratch, CPULoRAStep
 from loomlm.adapters.kernel_layout import KernelLoRALayer, KernelLoRAStep
 from loomlm.adapters.peft_loader import LoRAAdapter
 from loomlm.adapters.spec import PACKED_GROUPS, LoRABaseSpec
@@ -43,8 +43,11 @@ class LoRAModelWeights:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         use_kernels: bool | None = None,
+        cpu_batch_max_tokens: int = BATCH_MAX_TOKENS,
     ) -> None:
-        """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only)."""
+        """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only).
+        ``cpu_batch_max_tokens``: on the CPU layout, the most tokens a slot may have in a step to run
+        batched with same-layout slots (see `loomlm.adapters.cpu_step`; 0 runs every slot alone)."""
         self.spec = spec
         self.num_slots = num_slots
         self.max_rank = max_rank
@@ -70,7 +73,9 @@ class LoRAModelWeights:
                 group: CPULoRAGroup(modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype)
                 for group, modules in PACKED_GROUPS.items()
             }
-            self.cpu_scratch = CPULoRAScratch(self.cpu_groups, num_slots, max_rank, max_num_tokens)
+            self.cpu_scratch = CPULoRAScratch(
+                self.cpu_groups, num_slots, max_rank, max_num_tokens, cpu_batch_max_tokens
+            )
 
     def write_slot(self, slot: int, adapter: LoRAAdapter) -> None:
         """Copy ``adapter`` into ``slot`` (every module it does not target gets rank 0)."""

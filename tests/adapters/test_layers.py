@@ -96,12 +96,25 @@ def test_cpu_path_batches_decode_sized_groups_by_layout(spec, adapters):
     step = check_step(spec, adapters, weights, slot_names, token_slots, 0, "qkv_proj")
     for group in ("qkv_proj", "o_proj"):
         plan = step.plans[group]
-        # all8b's two slots form one class, re16 (another layout) a class of one; all8's long run
-        # runs per adapter.
-        assert [cls.slots.tolist() for cls in plan.batched.classes] == [[0, 3], [2]]
-        assert [run.slot for run in plan.singles] == [1]
-    # down_proj: re16 does not target it, so it is in no class there.
+        # all8b's two slots form one class; all8's long run and re16 (alone in its layout) run per
+        # adapter.
+        assert [cls.slots.tolist() for cls in plan.batched.classes] == [[0, 3]]
+        assert sorted(run.slot for run in plan.singles) == [1, 2]
+    # down_proj: re16 does not target it, so it runs nowhere there.
     assert [cls.slots.tolist() for cls in step.plans["down_proj"].batched.classes] == [[0, 3]]
+    assert [run.slot for run in step.plans["down_proj"].singles] == [1]
+
+
+def test_cpu_batching_off_runs_every_slot_alone_with_the_same_update(spec, adapters):
+    slot_names, token_slots = STEPS["decode"]
+    weights = LoRAModelWeights(spec, num_slots=4, max_rank=16, max_num_tokens=64, cpu_batch_max_tokens=0)
+    for slot, name in enumerate(slot_names):
+        weights.write_slot(slot, adapters[name])
+    step = check_step(spec, adapters, weights, slot_names, token_slots, 1, "down_proj")
+    assert step.plans["down_proj"].batched is None
+    assert sorted(run.slot for run in step.plans["down_proj"].singles) == [0, 1, 3]  # re16: no down_proj
+    with pytest.raises(ValueError, match="batch_max_tokens must be >= 0"):
+        LoRAModelWeights(spec, num_slots=1, max_rank=8, max_num_tokens=4, cpu_batch_max_tokens=-1)
 
 
 def test_batched_class_without_a_module_never_adds_stale_deltas(spec, adapters):
