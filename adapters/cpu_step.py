@@ -49,24 +49,24 @@ class CPULoRAScratch:
         if batch_max_tokens < 0:
             raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
         self.batch_max_tokens = batch_max_tokens
-        self.max_rows = num_slots * batch_max_tokens  # every batched slot pads to at most this many
+        max_rows = num_slots * batch_max_tokens  # every batched slot pads to at most this many
         dtype = next(iter(groups.values())).rows.dtype
         max_in = max(g.in_features for g in groups.values())
         max_y = max(len(g.modules) for g in groups.values()) * max_rank
-        self.x_gathered = torch.empty(self.max_rows * max_in, dtype=dtype)
-        self.y = torch.empty(self.max_rows * max_y, dtype=dtype)
+        self.x_gathered = torch.empty(max_rows * max_in, dtype=dtype)
+        self.y = torch.empty(max_rows * max_y, dtype=dtype)
         self.weights = torch.empty(num_slots * max(g.rows.shape[2] for g in groups.values()), dtype=dtype)
         # Per fused layer: delta buffers per module and (packed layers) for all, the padded token
         # index, pad rows, class slots.
         self.module_deltas = {
-            name: [torch.zeros(self.max_rows, w, dtype=dtype) for w in g.widths] for name, g in groups.items()
+            name: [torch.zeros(max_rows, w, dtype=dtype) for w in g.widths] for name, g in groups.items()
         }
         self.deltas = {
-            name: torch.zeros(self.max_rows, sum(g.widths), dtype=dtype) if len(g.widths) > 1 else deltas[0]
+            name: torch.zeros(max_rows, sum(g.widths), dtype=dtype) if len(g.widths) > 1 else deltas[0]
             for (name, g), deltas in zip(groups.items(), self.module_deltas.values(), strict=True)
         }
-        self.token_index = {name: torch.zeros(self.max_rows, dtype=torch.int64) for name in groups}
-        self.pad_rows = {name: torch.zeros(self.max_rows, dtype=torch.int64) for name in groups}
+        self.token_index = {name: torch.zeros(max_rows, dtype=torch.int64) for name in groups}
+        self.pad_rows = {name: torch.zeros(max_rows, dtype=torch.int64) for name in groups}
         self.class_slots = {name: torch.zeros(num_slots, dtype=torch.int64) for name in groups}
         # The per-adapter path's update for a slot whose tokens are not one run, before its scatter.
         self.run_deltas = torch.empty(

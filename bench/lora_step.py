@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -33,27 +32,20 @@ import numpy as np
 import torch
 from bench_common import cpu_model, write_results
 from lora import make_adapters
+from transformers import AutoConfig
 
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter
 from loomlm.adapters.spec import PACKED_GROUPS, LoRABaseSpec
 from loomlm.engine.model_files import default_model_dir
+from loomlm.engine.models.arch import LlamaArch
 
 MAX_TOKENS = 2048
 
 
 def spec_of(model_dir: Path) -> LoRABaseSpec:
-    config = json.loads((model_dir / "config.json").read_text())
-    return LoRABaseSpec.for_llama(
-        model_type=config["model_type"],
-        num_layers=config["num_hidden_layers"],
-        hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"],
-        num_heads=config["num_attention_heads"],
-        num_kv_heads=config["num_key_value_heads"],
-        head_dim=config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
-    )
+    return LlamaArch.from_hf_config(AutoConfig.from_pretrained(model_dir)).lora_spec()
 
 
 def step_cases(num_adapters: int, quick: bool) -> dict[str, list[int]]:

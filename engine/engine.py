@@ -14,7 +14,6 @@ from transformers import AutoTokenizer
 
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
-from loomlm.adapters.spec import LoRABaseSpec
 from loomlm.engine.config import EngineConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
 from loomlm.engine.model_files import resolve_model_dir
@@ -101,15 +100,7 @@ class LLMEngine:
     def _build_lora(self, dtype: torch.dtype) -> tuple[LoRAModelWeights, AdapterRegistry]:
         """The LoRA slot buffers (allocated once, sized by the LoRA config) and the registry."""
         lora, arch = self.config.lora, self.arch
-        spec = LoRABaseSpec.for_llama(
-            model_type=arch.model_type,
-            num_layers=arch.num_layers,
-            hidden_size=arch.hidden_size,
-            intermediate_size=arch.intermediate_size,
-            num_heads=arch.num_heads,
-            num_kv_heads=arch.num_kv_heads,
-            head_dim=arch.head_dim,
-        )
+        spec = arch.lora_spec()
         weights = LoRAModelWeights(
             spec,
             num_slots=lora.max_loras,

@@ -72,7 +72,6 @@ class ModelRunner:
         query_lens = np.empty(num_seqs, dtype=np.int64)
         samples = np.empty(num_seqs, dtype=bool)
         max_blocks = 1
-        has_lora = False
         for i, chunk in enumerate(chunks):
             token_ids.extend(chunk.request.all_token_ids[chunk.start_position : chunk.end_position])
             starts[i] = chunk.start_position
@@ -82,7 +81,6 @@ class ModelRunner:
             max_blocks = max(max_blocks, len(chunk.block_ids))
             slot = chunk.request.adapter_slot
             self._seq_slots[i] = -1 if slot is None else slot
-            has_lora = has_lora or slot is not None
 
         num_tokens = len(token_ids)
         query_start_loc = np.zeros(num_seqs + 1, dtype=np.int64)
@@ -113,15 +111,17 @@ class ModelRunner:
             workspace=self._workspace,
         )
         input_ids = self._to_device(np.asarray(token_ids, dtype=np.int64))
-        lora = self._lora_step(query_lens) if has_lora else None
+        lora = self._lora_step(query_lens) if lora_order is not None else None
         return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices), lora
 
     def _lora_ordered(self, chunks: list[ScheduledChunk]) -> tuple[list[ScheduledChunk], np.ndarray | None]:
-        """The step's chunks grouped by adapter slot (stable), and the order used (None: unchanged).
-        With LoRA on, every adapter's tokens then form one run of rows, which the CPU LoRA path
+        """The step's chunks grouped by adapter slot (stable), and the order used (None: no chunk has
+        an adapter). Every adapter's tokens then form one run of rows, which the CPU LoRA path
         updates in place instead of gathering and scattering them."""
-        if self.lora_weights is None or all(c.request.adapter_slot is None for c in chunks):
+        if all(c.request.adapter_slot is None for c in chunks):
             return chunks, None
+        if self._lora_builder is None or self.lora_weights is None:
+            raise ValueError("a request has an adapter slot but the runner has no LoRA weights")
         slots = np.fromiter(
             (-1 if c.request.adapter_slot is None else c.request.adapter_slot for c in chunks),
             np.int64,
@@ -130,10 +130,9 @@ class ModelRunner:
         order = np.argsort(slots, kind="stable")
         return [chunks[i] for i in order], order
 
-    def _lora_step(self, query_lens: np.ndarray) -> LoRAStep | None:
-        """Group this step's tokens by adapter slot, once for every layer."""
-        if self._lora_builder is None or self.lora_weights is None:
-            raise ValueError("a request has an adapter slot but the runner has no LoRA weights")
+    def _lora_step(self, query_lens: np.ndarray) -> LoRAStep:
+        """Group this step's tokens by adapter slot, once for every layer (`_lora_ordered` has checked
+        that the runner has LoRA weights)."""
         token_slots = np.repeat(self._seq_slots[: query_lens.shape[0]], query_lens)
         return self.lora_weights.step(self._lora_builder.build(token_slots))
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from loomlm.adapters.spec import LoRABaseSpec
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
@@ -52,6 +54,18 @@ class LlamaArch:
             tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             attention_bias=bool(getattr(config, "attention_bias", model_type == "qwen2")),
             sliding_window=window,
+        )
+
+    def lora_spec(self) -> LoRABaseSpec:
+        """What LoRA adapters for this checkpoint are validated against."""
+        return LoRABaseSpec.for_llama(
+            model_type=self.model_type,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
         )
 
     def kv_bytes_per_token(self, dtype: torch.dtype) -> int:

@@ -1,23 +1,14 @@
 """Fixtures for the adapter tests: the LoRABaseSpec of the tiny test Llamas."""
 
-import json
-
 import pytest
+from transformers import AutoConfig
 
 from loomlm.adapters.spec import LoRABaseSpec
+from loomlm.engine.models.arch import LlamaArch
 
 
 def _spec_of(model_dir) -> LoRABaseSpec:
-    config = json.loads((model_dir / "config.json").read_text())
-    return LoRABaseSpec.for_llama(
-        model_type=config["model_type"],
-        num_layers=config["num_hidden_layers"],
-        hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"],
-        num_heads=config["num_attention_heads"],
-        num_kv_heads=config["num_key_value_heads"],
-        head_dim=config["hidden_size"] // config["num_attention_heads"],
-    )
+    return LlamaArch.from_hf_config(AutoConfig.from_pretrained(model_dir)).lora_spec()
 
 
 @pytest.fixture(scope="session")
