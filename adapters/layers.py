@@ -17,7 +17,7 @@ from loomlm.adapters.cpu_layout import CPULoRAGroup, ModuleWeights
 from loomlm.adapters.cpu_step import BATCH_MAX_TOKENS, CPULoRAScratch, CPULoRAStep
 from loomlm.adapters.kernel_layout import KernelLoRALayer, KernelLoRAStep
 from loomlm.adapters.peft_loader import LoRAAdapter
-from loomlm.adapters.spec import PACKED_GROUPS, LoRABaseSpec
+from loomlm.adapters.spec import LoRABaseSpec
 from loomlm.kernels import LoRAKernelMeta
 
 
@@ -25,7 +25,7 @@ class LoRAStep(Protocol):
     """One step's LoRA update; a step without adapter tokens gets no LoRAStep at all."""
 
     def apply(self, layer: int, group: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Add the update of fused layer ``group`` (a key of PACKED_GROUPS) of decoder layer
+        """Add the update of fused layer ``group`` (a key of ``LoRABaseSpec.groups``) of decoder layer
         ``layer`` for input ``x`` into ``out`` (the base matmul's output) and return ``out``."""
         ...
 
@@ -63,7 +63,7 @@ class LoRAModelWeights:
                     group: KernelLoRALayer(
                         modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype, device=device
                     )
-                    for group, modules in PACKED_GROUPS.items()
+                    for group, modules in spec.groups.items()
                 }
                 for _ in range(spec.num_layers)
             ]
@@ -71,7 +71,7 @@ class LoRAModelWeights:
         else:
             self.cpu_groups = {
                 group: CPULoRAGroup(modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype)
-                for group, modules in PACKED_GROUPS.items()
+                for group, modules in spec.groups.items()
             }
             self.cpu_scratch = CPULoRAScratch(
                 self.cpu_groups, num_slots, max_rank, max_num_tokens, cpu_batch_max_tokens

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from loomlm.adapters.errors import AdapterError
-from loomlm.adapters.spec import MODULE_PARENTS, LoRABaseSpec
+from loomlm.adapters.spec import LoRABaseSpec
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -127,6 +127,7 @@ def _read_tensors(name: str, directory: Path) -> dict[str, torch.Tensor]:
 def _build_weights(
     name: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], spec: LoRABaseSpec, max_rank: int
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
+    parents = spec.module_parents
     pairs: dict[tuple[int, str], dict[str, tuple[str, torch.Tensor]]] = {}
     for key, tensor in tensors.items():
         match = _KEY.match(key)
@@ -134,10 +135,10 @@ def _build_weights(
             shape = tuple(tensor.shape)
             raise AdapterError(f"adapter {name!r}: tensor {key!r} {shape} {_why_unsupported(key)}")
         layer, parent, module, which = int(match[1]), match[2], match[3], match[4]
-        if MODULE_PARENTS.get(module) != parent:
+        if parents.get(module) != parent:
             raise AdapterError(
                 f"adapter {name!r}: tensor {key!r} targets {parent}.{module}, which is not one of the "
-                f"supported modules {sorted(MODULE_PARENTS)}"
+                f"supported modules {sorted(parents)}"
             )
         if layer >= spec.num_layers:
             raise AdapterError(
@@ -158,7 +159,7 @@ def _build_weights(
             key = next(iter(pair.values()))[0]
             raise AdapterError(f"adapter {name!r}: tensor {key!r} has no matching lora_A/lora_B partner")
         (a_key, a), (b_key, b) = pair["A"], pair["B"]
-        module_key = f"model.layers.{layer}.{MODULE_PARENTS[module]}.{module}"
+        module_key = f"model.layers.{layer}.{parents[module]}.{module}"
         rank = int(_pattern_value(rank_pattern, module_key, default_rank))
         alpha = float(_pattern_value(alpha_pattern, module_key, default_alpha))
         in_features, out_features = spec.module_dims[module]

@@ -14,6 +14,7 @@ with it finish with it; its slot and CPU copy are freed as soon as no request pi
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.peft_loader import LoRAAdapter, load_peft_adapter
 from loomlm.adapters.spec import LoRABaseSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,6 +79,7 @@ class AdapterRegistry:
         if previous is not None:
             self._retire(previous.adapter_id)
         self._cache_cpu(ref.adapter_id, adapter)
+        logger.info("loaded adapter %r (id %d) from %s", name, ref.adapter_id, ref.path)
         return ref
 
     def unload(self, name: str) -> None:
@@ -97,19 +101,26 @@ class AdapterRegistry:
         return self._slot_of.get(ref.adapter_id)
 
     # -- device slots ---------------------------------------------------------------------------
-    def acquire_slot(self, ref: AdapterRef) -> int | None:
-        """Pin a slot holding ``ref``'s weights, writing them in if needed. None when every slot is
-        pinned by running requests (the caller retries later). AdapterError if the adapter can no
-        longer be read; nothing is evicted then."""
+    def slot_available(self, ref: AdapterRef) -> bool:
+        """Whether ``acquire_slot`` would find a slot for ``ref`` now (it holds ``ref`` already, or
+        an unpinned slot can be evicted). A pure query."""
+        return ref.adapter_id in self._slot_of or self._evictable_slot() is not None
+
+    def acquire_slot(self, ref: AdapterRef, adapter: LoRAAdapter | None = None) -> int | None:
+        """Pin a slot holding ``ref``'s weights, writing them in if needed (``adapter``: its tensors
+        already read with ``self.adapter(ref)``, else read here). None when every slot is pinned by
+        running requests. AdapterError if the adapter can no longer be read; nothing is evicted then."""
         slot = self._slot_of.get(ref.adapter_id)
         if slot is None:
             slot = self._evictable_slot()
             if slot is None:
                 return None
-            adapter = self.adapter(ref)  # may raise: nothing was evicted yet
+            if adapter is None:
+                adapter = self.adapter(ref)
             old = self._slot_ids[slot]
             if old is not None:
                 del self._slot_of[old]
+                logger.info("evicted adapter id %d from slot %d for %r", old, slot, ref.name)
             self.weights.write_slot(slot, adapter)
             self._slot_ids[slot] = ref.adapter_id
             self._slot_of[ref.adapter_id] = slot
@@ -125,9 +136,6 @@ class AdapterRegistry:
         if self._pins[slot] == 0 and adapter_id in self._retired:
             self._free_slot(slot)
 
-    def num_pinned_slots(self) -> int:
-        return sum(1 for pins in self._pins if pins)
-
     # -- CPU copies -----------------------------------------------------------------------------
     def adapter(self, ref: AdapterRef) -> LoRAAdapter:
         """The loaded tensors of ``ref``: from the CPU LRU, else re-read from its path."""
@@ -135,6 +143,7 @@ class AdapterRegistry:
         if adapter is not None:
             self._cpu.move_to_end(ref.adapter_id)
             return adapter
+        logger.info("re-reading adapter %r from %s (not in the CPU cache)", ref.name, ref.path)
         adapter = load_peft_adapter(ref.name, ref.path, self.spec, self.max_lora_rank)
         if adapter.content_hash != ref.content_hash:
             raise AdapterError(
@@ -151,7 +160,8 @@ class AdapterRegistry:
         self._cpu[adapter_id] = adapter
         self._cpu.move_to_end(adapter_id)
         while len(self._cpu) > self.max_cpu_loras:
-            self._cpu.popitem(last=False)
+            evicted_id, evicted = self._cpu.popitem(last=False)
+            logger.info("evicted adapter %r (id %d) from the CPU cache", evicted.name, evicted_id)
 
     def _retire(self, adapter_id: int) -> None:
         self._retired.add(adapter_id)

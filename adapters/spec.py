@@ -1,28 +1,24 @@
-"""LoRABaseSpec: what an adapter is validated against, the base model's targetable linear layers and
-their (in, out) sizes, plus how they pack into the forward's fused matmuls. Built by the engine from
-its model architecture, so this package never imports the engine."""
+"""What an adapter is validated against and placed by: `LoRABaseSpec`, and the `PackedLinear` type.
+
+A model family declares its packing (which Hugging Face / PEFT linear layers its forward fuses
+into one matmul, in output-column order, under which decoder-layer submodule) as a tuple of
+`PackedLinear`; the Llama family's is `loomlm.engine.models.arch.LLAMA_PACKING`. The engine builds
+the spec (`LlamaArch.lora_spec`) with that packing and every part's size, and this package reads
+the packing only from the spec: it must never import the engine."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# PEFT module name -> the submodule of a decoder layer that holds it.
-MODULE_PARENTS = {
-    "q_proj": "self_attn",
-    "k_proj": "self_attn",
-    "v_proj": "self_attn",
-    "o_proj": "self_attn",
-    "gate_proj": "mlp",
-    "up_proj": "mlp",
-    "down_proj": "mlp",
-}
-# The forward's fused linear layers and the PEFT modules packed into each, in output-column order.
-PACKED_GROUPS = {
-    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
-    "o_proj": ("o_proj",),
-    "gate_up_proj": ("gate_proj", "up_proj"),
-    "down_proj": ("down_proj",),
-}
+
+@dataclass(slots=True, frozen=True)
+class PackedLinear:
+    """One fused linear layer of the forward: ``parts`` are the checkpoint/PEFT linear layers packed
+    into its output columns, in order, all under decoder-layer submodule ``submodule``."""
+
+    name: str
+    submodule: str
+    parts: tuple[str, ...]
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,28 +26,24 @@ class LoRABaseSpec:
     model_type: str
     num_layers: int
     hidden_size: int
+    packing: tuple[PackedLinear, ...]  # the base model's fused linear layers
     module_dims: dict[str, tuple[int, int]]  # PEFT module name -> (in_features, out_features)
 
-    @classmethod
-    def for_llama(
-        cls,
-        *,
-        model_type: str,
-        num_layers: int,
-        hidden_size: int,
-        intermediate_size: int,
-        num_heads: int,
-        num_kv_heads: int,
-        head_dim: int,
-    ) -> LoRABaseSpec:
-        q_size, kv_size = num_heads * head_dim, num_kv_heads * head_dim
-        dims = {
-            "q_proj": (hidden_size, q_size),
-            "k_proj": (hidden_size, kv_size),
-            "v_proj": (hidden_size, kv_size),
-            "o_proj": (q_size, hidden_size),
-            "gate_proj": (hidden_size, intermediate_size),
-            "up_proj": (hidden_size, intermediate_size),
-            "down_proj": (intermediate_size, hidden_size),
-        }
-        return cls(model_type, num_layers, hidden_size, dims)
+    def __post_init__(self) -> None:
+        names = [packed.name for packed in self.packing]
+        parts = [part for packed in self.packing for part in packed.parts]
+        if len(set(names)) != len(names) or len(set(parts)) != len(parts):
+            raise ValueError(f"packing repeats a fused layer or a part: {self.packing}")
+        # Every packed part needs a size, and a size for anything else would never be used.
+        if set(self.module_dims) != set(parts):
+            raise ValueError(f"module_dims covers {sorted(self.module_dims)}, not {sorted(parts)}")
+
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Fused layer name -> its parts, in output-column order."""
+        return {packed.name: packed.parts for packed in self.packing}
+
+    @property
+    def module_parents(self) -> dict[str, str]:
+        """Part (PEFT module) name -> the decoder-layer submodule that holds it."""
+        return {part: packed.submodule for packed in self.packing for part in packed.parts}

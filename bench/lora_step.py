@@ -37,7 +37,7 @@ from transformers import AutoConfig
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter
-from loomlm.adapters.spec import PACKED_GROUPS, LoRABaseSpec
+from loomlm.adapters.spec import LoRABaseSpec
 from loomlm.engine.model_files import default_model_dir
 from loomlm.engine.models.arch import LlamaArch
 
@@ -104,7 +104,7 @@ def main() -> None:
     inputs_of = {}
     for case, slots in cases.items():
         inputs_of[case] = {}
-        for group, modules in PACKED_GROUPS.items():
+        for group, modules in spec.groups.items():
             width = sum(spec.module_dims[m][1] for m in modules)
             x = torch.randn(len(slots), spec.module_dims[modules[0]][0])
             inputs_of[case][group] = (x, torch.zeros(len(slots), width))

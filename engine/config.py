@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from loomlm.grammar.compiler import CompilerConfig, default_grammar_cache_dir
+from loomlm.common.paths import grammar_cache_dir
+from loomlm.grammar.compiler import CompilerConfig
 
 SchedulingPolicy = Literal["fcfs", "priority"]
 
@@ -102,9 +103,7 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Grammar compilation (workers, caches, time and size limits) for structured output.
-    grammar: CompilerConfig = field(
-        default_factory=lambda: CompilerConfig(cache_dir=default_grammar_cache_dir())
-    )
+    grammar: CompilerConfig = field(default_factory=lambda: CompilerConfig(cache_dir=grammar_cache_dir()))
 
     def __post_init__(self) -> None:
         _require(

@@ -1,4 +1,5 @@
-"""Incremental detokenization and stop-string detection for one generated sequence.
+"""Incremental detokenization of one generated sequence. It decodes and yields stream deltas; it
+decides nothing (stopping, stop strings included, is the StopChecker's decision).
 
 The text is produced with a sliding window over the token ids: each step decodes only the tokens
 from ``_prefix_offset`` on (a little already-emitted context plus the new tokens) and emits the
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.engine.stop_checker import stop_prefix_len
 
 # Prompt tokens decoded as context before the first output token (enough for any decoder we know:
 # a space-stripping first token, or a character split over up to 4 byte tokens).
@@ -24,7 +26,7 @@ _SPIECE_SPACE = "\u2581"
 
 
 class IncrementalDetokenizer:
-    """Turns a stream of output token ids into text, detects stop strings and yields stream deltas.
+    """Turns a stream of output token ids into text and yields stream deltas.
 
     The text is the continuation of the prompt's text: for a SentencePiece tokenizer an output that
     starts with a "▁word" token starts with a space (as ``decode(prompt + output)`` has it), which
@@ -34,9 +36,8 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer: Any, prompt_token_ids: list[int], params: SamplingParams) -> None:
         self._tokenizer = tokenizer
         self._skip_special = params.skip_special_tokens
+        # Only to hold back a stream tail that may still become a stop string (see get_delta).
         self._stops = list(params.stop)
-        self._include_stop = params.include_stop_str_in_output
-        self._max_stop_len = max((len(s) for s in self._stops), default=0)
 
         # Only the prompt's tail is kept: it is all the window ever looks at.
         tail = list(prompt_token_ids[-_PROMPT_CONTEXT_TOKENS:])
@@ -49,35 +50,38 @@ class IncrementalDetokenizer:
 
         self._text = ""
         self._sent = 0  # characters of self._text already returned by get_delta
-        self._stopped_by: str | None = None
-        self.num_output_tokens = 0
+        self._final = False  # truncated at a stop: nothing more is appended
 
     @property
     def output_text(self) -> str:
-        """The output text so far (truncated at a matched stop string)."""
+        """The output text so far (cut at the stop string, once one ended the sequence)."""
         return self._text
 
-    @property
-    def stop_reason(self) -> str | None:
-        """The stop string that ended the sequence, if any."""
-        return self._stopped_by
-
-    def update(self, new_token_ids: list[int]) -> str | None:
-        """Append tokens; return the stop string they completed (text truncated there) or None."""
-        if self._stopped_by is not None or not new_token_ids:
-            return None
+    def update(self, new_token_ids: list[int]) -> str:
+        """Append tokens; return the text they completed (possibly empty: an incomplete UTF-8
+        character waits for its next byte)."""
+        if self._final or not new_token_ids:
+            return ""
         self._ids.extend(new_token_ids)
-        self.num_output_tokens += len(new_token_ids)
-        return self._append(self._advance_window(flush=False))
+        new_text = self._advance_window(flush=False)
+        self._text += new_text
+        return new_text
+
+    def truncate(self, num_chars: int) -> None:
+        """Cut the text to ``num_chars`` characters (the StopChecker's stop-string decision); the
+        sequence is over, so later updates and flushes add nothing."""
+        self._text = self._text[:num_chars]
+        self._sent = min(self._sent, num_chars)
+        self._final = True
 
     def flush(self) -> None:
         """Emit text held back for an incomplete UTF-8 sequence (call when generation ends).
 
         Whatever the decoder makes of the dangling bytes (U+FFFD) becomes text, as
-        ``tokenizer.decode`` would show it. No stop-string check: the sequence is over anyway.
-        """
-        if self._stopped_by is None:
+        ``tokenizer.decode`` would show it."""
+        if not self._final:
             self._text += self._advance_window(flush=True)
+            self._final = True
 
     def get_delta(self, finished: bool) -> str:
         """Text added since the last call. Unless finished, a tail that could begin a stop string is
@@ -85,8 +89,8 @@ class IncrementalDetokenizer:
         if finished:
             self.flush()
         end = len(self._text)
-        if not finished and self._stopped_by is None:
-            end -= self._stop_prefix_len()
+        if not finished and self._stops:
+            end -= stop_prefix_len(self._text, self._stops, self._sent)
         if end <= self._sent:
             return ""
         delta = self._text[self._sent : end]
@@ -139,34 +143,3 @@ class IncrementalDetokenizer:
                 self._read_offset -= self._prefix_offset
                 self._prefix_offset = 0
         return new_text
-
-    def _append(self, new_text: str) -> str | None:
-        if not new_text:
-            return None
-        old_len = len(self._text)
-        self._text += new_text
-        if not self._stops:
-            return None
-        # Every match ending before the new text was found by an earlier call, so only a match
-        # overlapping the new text can be new: it starts at most max_stop_len - 1 characters back.
-        start = max(0, old_len - self._max_stop_len + 1)
-        best: tuple[int, str] | None = None
-        for stop in self._stops:
-            idx = self._text.find(stop, start)
-            if idx != -1 and (best is None or idx < best[0]):
-                best = (idx, stop)
-        if best is None:
-            return None
-        idx, stop = best
-        self._text = self._text[: idx + len(stop)] if self._include_stop else self._text[:idx]
-        self._stopped_by = stop
-        return stop
-
-    def _stop_prefix_len(self) -> int:
-        """Length of the longest unsent tail of the text that is a proper prefix of a stop string."""
-        longest = min(self._max_stop_len - 1, len(self._text) - self._sent)
-        for n in range(longest, 0, -1):
-            tail = self._text[-n:]
-            if any(stop.startswith(tail) for stop in self._stops):
-                return n
-        return 0

@@ -1,11 +1,13 @@
 """LLMEngine: wires the stages together and runs one step at a time.
 
-schedule -> run the model -> sample -> update (stop checks, frees) -> outputs."""
+schedule -> run the model -> sample -> update (tokens, stop check, frees) -> outputs. Each stage
+hands the next one of the contracts in ``outputs.py`` and nothing else."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +22,7 @@ from loomlm.engine.model_files import resolve_model_dir
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.loader import load_model
 from loomlm.engine.output_processor import OutputProcessor
-from loomlm.engine.outputs import RequestOutput, RunnerOutput
+from loomlm.engine.outputs import RequestOutput, SamplerOutput
 from loomlm.engine.processor import Processor
 from loomlm.engine.sampler import Sampler
 from loomlm.engine.sampling_params import SamplingParams
@@ -31,14 +33,27 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DEFAULT_KV_CACHE_BYTES = 2 << 30
+# When every waiting request waits for its grammar compile, a step blocks this long at most for one
+# to finish (it returns as soon as one does), instead of spinning a core.
+_COMPILE_WAIT_S = 1.0
 
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
+        started = time.perf_counter()
         self.model_dir = resolve_model_dir(config.model)
         dtype = _DTYPES[config.dtype]
         self.model, self.arch, self.hf_config = load_model(self.model_dir, dtype, config.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        logger.info(
+            "loaded %s (%s, %d layers, %s on %s) in %.1f s",
+            self.model_dir,
+            self.arch.model_type,
+            self.arch.num_layers,
+            config.dtype,
+            config.device,
+            time.perf_counter() - started,
+        )
 
         model_max_len = self.arch.max_position_embeddings
         if self.arch.sliding_window:
@@ -51,6 +66,15 @@ class LLMEngine:
         cache = config.cache
         num_blocks = cache.num_blocks or self._num_blocks_for_budget(dtype)
         self.kv_cache = KVCacheManager(num_blocks, cache.block_size, cache.enable_prefix_caching)
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%d tokens, %.1f MiB); max_model_len %d, prefix caching %s",
+            num_blocks,
+            cache.block_size,
+            num_blocks * cache.block_size,
+            num_blocks * cache.block_size * self.arch.kv_bytes_per_token(dtype) / 2**20,
+            max_model_len,
+            "on" if cache.enable_prefix_caching else "off",
+        )
         self.structured_output = StructuredOutputManager(
             self.tokenizer,
             vocab_size=self.arch.vocab_size,
@@ -146,12 +170,12 @@ class LLMEngine:
         prompt_token_ids: list[int] | None = None,
         adapter: str | AdapterRef | None = None,
     ) -> str:
-        """Queue a prompt (text or token ids), optionally under a loaded LoRA adapter. Raises
-        ValueError (AdapterError for an unknown adapter) naming the problem; nothing is queued then."""
+        """Queue a prompt (text or token ids), optionally under a loaded LoRA adapter. Raises a
+        RequestError (AdapterError for an unknown adapter) naming the problem; nothing is queued then."""
         adapter_ref = self.processor.resolve_adapter(adapter)
         index = next(self._request_counter)
         request_id = request_id if request_id is not None else str(index)
-        token_ids = prompt_token_ids if prompt_token_ids is not None else self.processor.tokenize(prompt)
+        token_ids = self.processor.tokenize(prompt_token_ids if prompt_token_ids is not None else prompt)
         children = self.processor.make_requests(
             request_id, token_ids, params, priority=priority, arrival_index=index, adapter=adapter_ref
         )
@@ -171,20 +195,18 @@ class LLMEngine:
     # -- one step -------------------------------------------------------------------------------
     def step(self, only_finished: bool = False) -> list[RequestOutput]:
         scheduler_output = self.scheduler.schedule()
-        failed = self.scheduler.take_failed()
         if scheduler_output.is_empty:
-            return self.output_processor.process(failed, only_finished=only_finished)
-        logits = self.runner.execute(scheduler_output)
-        requests = [chunk.request for chunk in scheduler_output.sampling_chunks]
-        # Host-side mask filling runs while a GPU forward is still in flight (launches are async).
-        token_bitmask = self.structured_output.fill_bitmask(requests)
-        sampled = self.sampler(logits, requests, token_bitmask)
-        runner_output = RunnerOutput(
-            request_ids=[r.request_id for r in requests],
-            sampled_token_ids=sampled.sampled_token_ids,
-            logprobs=sampled.logprobs,
-        )
-        updated = failed + self.scheduler.update(scheduler_output, runner_output)
+            sampler_output = SamplerOutput()
+            if not scheduler_output.failed:
+                # Nothing can run: every waiting request waits for its grammar.
+                self.structured_output.wait_for_compiles(self.scheduler.waiting, _COMPILE_WAIT_S)
+        else:
+            logits = self.runner.execute(scheduler_output)
+            requests = [chunk.request for chunk in scheduler_output.sampling_chunks]
+            # Host-side mask filling runs while a GPU forward is still in flight (launches are async).
+            token_bitmask = self.structured_output.fill_bitmask(requests)
+            sampler_output = self.sampler(logits, requests, token_bitmask)
+        updated = self.scheduler.update(scheduler_output, sampler_output)
         return self.output_processor.process(updated, only_finished=only_finished)
 
     def stats(self) -> dict[str, Any]:

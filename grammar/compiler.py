@@ -1,18 +1,16 @@
 """GrammarCompiler: regex -> outlines-core Index, off the engine's thread, cached.
 
 ``submit`` returns a Future at once: a memory LRU hit is already done; otherwise a compile thread
-checks the on-disk cache and then hands the regex to a worker process (see ``worker_pool``) under
-a time limit. Identical regexes in flight share one Future. Cache keys hash the regex, the
-vocabulary digest and the outlines-core version; the regex already encodes every spec option."""
+checks the on-disk cache (see ``disk_cache``: data only, authenticated) and then hands the regex to
+a worker process (see ``worker_pool``) under a time limit. Identical regexes in flight share one
+Future. Cache keys hash the regex, the vocabulary digest and the outlines-core version; the regex
+already encodes every spec option."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import pickle
 import queue
-import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,16 +19,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from loomlm.grammar.disk_cache import GrammarDiskCache
 from loomlm.grammar.errors import GrammarCompileError
 from loomlm.grammar.vocabulary import END_MARKER, TokenVocabulary
 from loomlm.grammar.worker_pool import CompileWorker
 
 _OUTLINES_VERSION = version("outlines-core")
-
-
-def default_grammar_cache_dir() -> Path:
-    root = os.environ.get("LOOMLM_CACHE") or Path.home() / ".cache" / "loomlm"
-    return Path(root) / "grammars"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +63,7 @@ class GrammarCompiler:
         self._memory: OrderedDict[str, CompiledGrammar] = OrderedDict()
         self._in_flight: dict[str, Future] = {}
         self._executor = ThreadPoolExecutor(config.num_workers, thread_name_prefix="loomlm-grammar")
+        self._disk = None if config.cache_dir is None else GrammarDiskCache(config.cache_dir)
         self._workers: queue.SimpleQueue[CompileWorker] = queue.SimpleQueue()
         tokens = vocabulary.to_outlines_map()
         for _ in range(config.num_workers):
@@ -118,7 +113,7 @@ class GrammarCompiler:
             self._in_flight.pop(key, None)
 
     def _compile(self, key: str, regex: str, end_marker: bool) -> CompiledGrammar:
-        index = self._read_disk(key)
+        index = None if self._disk is None else self._disk.read(key)
         source = "disk"
         if index is None:
             worker = self._workers.get()
@@ -127,7 +122,8 @@ class GrammarCompiler:
             finally:
                 self._workers.put(worker)
             source = "compiled"
-            self._write_disk(key, index)
+            if self._disk is not None:
+                self._disk.write(key, index)
         compiled = CompiledGrammar(key, index, source, end_marker)
         with self._lock:
             if self.config.memory_cache_size:
@@ -136,31 +132,6 @@ class GrammarCompiler:
                 while len(self._memory) > self.config.memory_cache_size:
                     self._memory.popitem(last=False)
         return compiled
-
-    def _disk_path(self, key: str) -> Path | None:
-        cache_dir = self.config.cache_dir
-        return None if cache_dir is None else Path(cache_dir) / f"{key}.index"
-
-    def _read_disk(self, key: str) -> Any:
-        path = self._disk_path(key)
-        if path is None or not path.exists():
-            return None
-        try:
-            return pickle.loads(path.read_bytes())
-        except Exception:  # a truncated or foreign file is a cache miss, and is replaced
-            return None
-
-    def _write_disk(self, key: str, index: Any) -> None:
-        path = self._disk_path(key)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-                tmp.write(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
-            os.replace(tmp.name, path)
-        except OSError:
-            pass  # the disk cache is an optimisation; a read-only or full disk must not fail compiles
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

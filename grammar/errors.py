@@ -1,10 +1,12 @@
-"""Errors of the grammar package. Every one is a ValueError, so a caller that validates input with
-``except ValueError`` catches them, and each message names what is wrong and what to do."""
+"""Errors of the grammar package. Every one is a RequestError (a ValueError): it belongs to the one
+request whose response format caused it, and each message names what is wrong and what to do."""
 
 from __future__ import annotations
 
+from loomlm.common.errors import RequestError
 
-class GrammarError(ValueError):
+
+class GrammarError(RequestError):
     """A response format that cannot be turned into a token automaton."""
 
 

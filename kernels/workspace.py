@@ -59,7 +59,6 @@ class DecodeBucket:
     blocks: torch.Tensor  # flat block ids to gather, [num_seqs * blocks_per_seq]
     mask: torch.Tensor  # [num_seqs, 1, 1, context_len] key-padding mask
     num_seqs: int
-    context_len: int
 
 
 # Buckets are worth their per-call overhead only for batches at least this large.
@@ -86,5 +85,5 @@ def _make_plan(
         blocks = tables[:, :blocks_per_seq].to(torch.int64).clamp(0, num_blocks - 1).reshape(-1)
         positions = torch.arange(blocks_per_seq * block_size, device=seq_lens.device)
         mask = (positions[None, :] < lens[:, None].to(positions.dtype))[:, None, None, :]
-        plan.append(DecodeBucket(rows, blocks, mask, lens.shape[0], blocks_per_seq * block_size))
+        plan.append(DecodeBucket(rows, blocks, mask, lens.shape[0]))
     return plan

@@ -1,8 +1,10 @@
 """loomlm: typed structured generation with many LoRA adapters, on a paged-KV engine."""
 
+import logging
+
 from loomlm.adapters.errors import AdapterError
+from loomlm.common.errors import InvalidParamsError, InvalidPromptError, PromptTooLongError, RequestError
 from loomlm.engine.outputs import CompletionOutput, Logprob, RequestOutput
-from loomlm.engine.processor import PromptTooLongError
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
@@ -19,6 +21,8 @@ __all__ = [
     "CompletionOutput",
     "ExtractionError",
     "GrammarError",
+    "InvalidParamsError",
+    "InvalidPromptError",
     "InvalidRegexError",
     "InvalidSchemaError",
     "JsonObject",
@@ -28,8 +32,14 @@ __all__ = [
     "OutputParseError",
     "PromptTooLongError",
     "Regex",
+    "RequestError",
     "RequestOutput",
     "SamplingParams",
     "UnsupportedSchemaError",
 ]
 __version__ = "0.1.0"
+
+# Quiet by default: the engine logs through standard logging (``logging.getLogger("loomlm")``), and
+# an application that configures logging sees model loads, the KV budget, compile failures,
+# preemptions and adapter loads and evictions.
+logging.getLogger("loomlm").addHandler(logging.NullHandler())

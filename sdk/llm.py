@@ -8,12 +8,15 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.registry import AdapterRef
+from loomlm.common.errors import RequestError
+from loomlm.common.paths import grammar_cache_dir
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig, SchedulingPolicy
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import CompletionOutput, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
-from loomlm.grammar.compiler import CompilerConfig, default_grammar_cache_dir
+from loomlm.grammar.compiler import CompilerConfig
 from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
 from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
 
@@ -56,7 +59,7 @@ class LLM:
         """LoRA serving is on when ``enable_lora`` is True, or when any of ``max_loras`` (adapters in
         one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given.
         ``grammar`` sets structured-output compilation (workers, time limit, caches); by default
-        grammars are cached on disk under ``~/.cache/loomlm/grammars``."""
+        grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``)."""
         lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
         given = {key: value for key, value in lora_sizes.items() if value is not None}
         lora = LoRAConfig(enable=enable_lora if enable_lora is not None else bool(given), **given)
@@ -82,7 +85,7 @@ class LLM:
                 scheduler=scheduler,
                 cache=cache,
                 lora=lora,
-                grammar=grammar or CompilerConfig(cache_dir=default_grammar_cache_dir()),
+                grammar=grammar or CompilerConfig(cache_dir=grammar_cache_dir()),
             )
         )
 
@@ -104,12 +107,20 @@ class LLM:
         return self.engine.list_adapters()
 
     def _adapter_name(self, choice: AdapterChoice) -> str | None:
+        """The adapter name a request runs with; a LoRARequest loads its adapter on first use. A
+        LoRARequest naming a loaded adapter with another path is an AdapterError: it never reloads
+        an adapter under running requests."""
         if not isinstance(choice, LoRARequest):
             return choice
         loaded = {ref.name: ref for ref in self.engine.list_adapters()}
         ref = loaded.get(choice.lora_name)
-        if ref is None or ref.path != str(Path(choice.lora_path).expanduser()):
+        if ref is None:
             self.load_adapter(choice.lora_name, choice.lora_path)
+        elif Path(ref.path).resolve() != Path(choice.lora_path).expanduser().resolve():
+            raise AdapterError(
+                f"adapter {choice.lora_name!r} is loaded from {ref.path}, but this LoRARequest names "
+                f"{choice.lora_path}; use another lora_name, or unload_adapter({choice.lora_name!r}) first"
+            )
         return choice.lora_name
 
     def generate(
@@ -229,7 +240,7 @@ class LLM:
                     prompt_token_ids=prompt_token_ids[i],
                     adapter=self._adapter_name(adapters[i]) if adapters else None,
                 )
-            except ValueError as error:  # AdapterError included: only this prompt fails
+            except RequestError as error:  # bad prompt, params, adapter or format: only this prompt fails
                 request_id = f"failed-{i}"
                 results[request_id] = _error_output(request_id, prompt, params, str(error))
             order.append(request_id)

@@ -1,15 +1,29 @@
-"""LlamaArch: the dimensions and options of a Llama-family checkpoint, read from its HF config."""
+"""The Llama family's architecture: `LLAMA_PACKING`, the single declaration of which checkpoint linear
+layers the forward fuses into one matmul, and `LlamaArch`, a checkpoint's dimensions and options
+read from its HF config and the sizes they give those layers.
+
+The model (`llama.py`) sizes its fused layers from the packing, the loader (`loader.py`)
+concatenates checkpoint weights by it, and `LlamaArch.lora_spec` hands it to the adapters package,
+which validates and places adapter weights by it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from loomlm.adapters.spec import LoRABaseSpec
+from loomlm.adapters.spec import LoRABaseSpec, PackedLinear
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+# Fused layer -> its submodule and its parts in output-column order (HF / PEFT linear layer names).
+LLAMA_PACKING = (
+    PackedLinear("qkv_proj", "self_attn", ("q_proj", "k_proj", "v_proj")),
+    PackedLinear("o_proj", "self_attn", ("o_proj",)),
+    PackedLinear("gate_up_proj", "mlp", ("gate_proj", "up_proj")),
+    PackedLinear("down_proj", "mlp", ("down_proj",)),
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,6 +41,7 @@ class LlamaArch:
     tie_word_embeddings: bool
     attention_bias: bool  # Qwen2 has q/k/v biases
     sliding_window: int | None
+    packing: ClassVar[tuple[PackedLinear, ...]] = LLAMA_PACKING
 
     @classmethod
     def from_hf_config(cls, config: Any) -> LlamaArch:
@@ -56,16 +71,31 @@ class LlamaArch:
             sliding_window=window,
         )
 
+    def linear_dims(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each checkpoint linear layer of a decoder layer."""
+        hidden, inter = self.hidden_size, self.intermediate_size
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return {
+            "q_proj": (hidden, q_size),
+            "k_proj": (hidden, kv_size),
+            "v_proj": (hidden, kv_size),
+            "o_proj": (q_size, hidden),
+            "gate_proj": (hidden, inter),
+            "up_proj": (hidden, inter),
+            "down_proj": (inter, hidden),
+        }
+
+    def packed_dims(self, name: str) -> tuple[int, int]:
+        """(in_features, out_features) of fused layer ``name``: its parts share the input and stack
+        their outputs."""
+        dims = self.linear_dims()
+        parts = next(packed.parts for packed in self.packing if packed.name == name)
+        return dims[parts[0]][0], sum(dims[part][1] for part in parts)
+
     def lora_spec(self) -> LoRABaseSpec:
         """What LoRA adapters for this checkpoint are validated against."""
-        return LoRABaseSpec.for_llama(
-            model_type=self.model_type,
-            num_layers=self.num_layers,
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_heads=self.num_heads,
-            num_kv_heads=self.num_kv_heads,
-            head_dim=self.head_dim,
+        return LoRABaseSpec(
+            self.model_type, self.num_layers, self.hidden_size, self.packing, self.linear_dims()
         )
 
     def kv_bytes_per_token(self, dtype: torch.dtype) -> int:

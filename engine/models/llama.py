@@ -1,7 +1,9 @@
 """Our Llama-family forward (Llama, Mistral, Qwen2, SmolLM) over a flat batch of tokens.
 
-q/k/v and gate/up are packed into single matmuls; logits are computed only for the rows that
-sample. The math follows Hugging Face's LlamaForCausalLM so greedy outputs match it token for token."""
+q/k/v and gate/up are packed into single matmuls as `loomlm.engine.models.arch.LLAMA_PACKING`
+declares (the fused layers are sized from it via `LlamaArch.packed_dims`; the forward splits their
+outputs in its order); logits are computed only for the rows that sample. The math follows Hugging
+Face's LlamaForCausalLM so greedy outputs match it token for token."""
 
 from __future__ import annotations
 
@@ -81,8 +83,8 @@ class LlamaAttention(nn.Module):
         self.head_dim = arch.head_dim
         self.q_size = arch.num_heads * arch.head_dim
         self.kv_size = arch.num_kv_heads * arch.head_dim
-        self.qkv_proj = Linear(arch.hidden_size, self.q_size + 2 * self.kv_size, bias=arch.attention_bias)
-        self.o_proj = Linear(self.q_size, arch.hidden_size)
+        self.qkv_proj = Linear(*arch.packed_dims("qkv_proj"), bias=arch.attention_bias)
+        self.o_proj = Linear(*arch.packed_dims("o_proj"))
         self.attn = PagedAttention(arch.num_heads, arch.num_kv_heads, arch.head_dim)
 
     def forward(
@@ -114,8 +116,8 @@ class LlamaMLP(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.intermediate_size = arch.intermediate_size
-        self.gate_up_proj = Linear(arch.hidden_size, 2 * arch.intermediate_size)
-        self.down_proj = Linear(arch.intermediate_size, arch.hidden_size)
+        self.gate_up_proj = Linear(*arch.packed_dims("gate_up_proj"))
+        self.down_proj = Linear(*arch.packed_dims("down_proj"))
 
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
         if lora is None:

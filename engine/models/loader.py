@@ -1,5 +1,6 @@
 """Load a Hugging Face Llama-family checkpoint (config.json + *.safetensors) into our model,
-packing q/k/v and gate/up weights as the forward expects."""
+concatenating the weights of each fused layer's parts as the model's packing
+(`loomlm.engine.models.arch.LLAMA_PACKING`, read through `LlamaArch.packing`) declares."""
 
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ from transformers import AutoConfig, PretrainedConfig
 
 from loomlm.engine.models.arch import LlamaArch, rope_inv_freq
 from loomlm.engine.models.llama import LlamaForCausalLM, RotaryEmbedding
-
-_PACKED = {
-    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
-    "gate_up_proj": ("gate_proj", "up_proj"),
-}
 
 
 def read_checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -49,16 +45,19 @@ def load_model(
     if arch.tie_word_embeddings or "lm_head.weight" not in checkpoint:
         checkpoint["lm_head.weight"] = checkpoint["embed_tokens.weight"]
 
+    packed_parts = {packed.name: packed.parts for packed in arch.packing}
     state: dict[str, torch.Tensor] = {}
     for name in model.state_dict():
         parent, _, leaf = name.rpartition(".")
         module_parent, _, module = parent.rpartition(".")
         hf_leaf = "weight" if leaf == "weight_t" else leaf
-        if module in _PACKED:
-            parts = [checkpoint.pop(f"{module_parent}.{p}.{hf_leaf}", None) for p in _PACKED[module]]
+        if module in packed_parts:
+            names = packed_parts[module]
+            parts = [checkpoint.pop(f"{module_parent}.{p}.{hf_leaf}", None) for p in names]
             if any(p is None for p in parts):
-                raise ValueError(f"checkpoint in {model_dir} lacks one of {_PACKED[module]} for {parent}")
-            tensor = torch.cat(parts, dim=0)
+                raise ValueError(f"checkpoint in {model_dir} lacks one of {names} for {parent}")
+            # A one-part layer (o_proj, down_proj) is the checkpoint's tensor itself: no copy.
+            tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         elif f"{parent}.{hf_leaf}" in checkpoint:
             tensor = checkpoint.pop(f"{parent}.{hf_leaf}")
         else:

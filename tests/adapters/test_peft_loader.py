@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.peft_loader import load_peft_adapter
-from loomlm.adapters.spec import LoRABaseSpec
 
 
 def copy_adapter(src, tmp_path, name="copy"):
@@ -102,13 +102,13 @@ def test_adapter_for_another_base_model_is_refused(tiny_lora_adapters, tiny_llam
     other_spec = spec_of(tiny_llama_dir_untied)
     with pytest.raises(AdapterError, match=r"k_proj\.lora_B\.weight.*\(32, 8\).*out_features=64"):
         load_peft_adapter("bad", tiny_lora_adapters["all8"], other_spec, 16)
-    narrow = LoRABaseSpec(spec.model_type, 2, 32, {m: (32, 32) for m in spec.module_dims})
+    narrow = replace(spec, num_layers=2, hidden_size=32, module_dims={m: (32, 32) for m in spec.module_dims})
     with pytest.raises(AdapterError, match=r"in_features=32"):
         load_peft_adapter("bad", tiny_lora_adapters["all8"], narrow, 16)
 
 
 def test_layer_outside_the_base_model_is_refused(tiny_lora_adapters, spec):
-    one_layer = LoRABaseSpec(spec.model_type, 1, spec.hidden_size, spec.module_dims)
+    one_layer = replace(spec, num_layers=1)
     with pytest.raises(AdapterError, match=r"layer 1 but the base model has 1 layers"):
         load_peft_adapter("bad", tiny_lora_adapters["all8"], one_layer, 16)
 

@@ -59,17 +59,23 @@ def test_freed_cached_blocks_are_evicted_least_recently_freed_first():
     assert second is c
 
 
+def lookup(manager: KVCacheManager, request):
+    """What the scheduler does before admitting a request: hash its full blocks, then look up."""
+    manager.hash_full_blocks(request)
+    return manager.find_cached_prefix(request)
+
+
 def test_manager_reuses_prefix_blocks_across_requests():
     manager = KVCacheManager(num_blocks=8, block_size=4)
     first = make_request("a", list(range(10)))
     table = manager.allocate(first, first.num_tokens)
     assert len(table) == 3 and first.num_computed_tokens == 0
     second = make_request("b", list(range(8)) + [99, 98, 97])
-    hits = manager.find_cached_prefix(second)
+    hits = lookup(manager, second)
     assert [b.block_id for b in hits] == table[:2]  # two full shared blocks
     table_b = manager.allocate(second, second.num_tokens - 8, hits)
     assert table_b[:2] == table[:2] and table_b[2] != table[2]
-    assert second.num_computed_tokens == 8
+    assert second.num_computed_tokens == 0  # the scheduler, not allocate, moves the counter
     assert [manager.pool.blocks[i].ref_count for i in table[:2]] == [2, 2]
     manager.free(first)
     manager.free(second)
@@ -81,14 +87,14 @@ def test_prefix_hit_always_leaves_one_token_to_compute():
     first = make_request("a", list(range(8)))
     manager.allocate(first, 8)
     again = make_request("b", list(range(8)))
-    assert len(manager.find_cached_prefix(again)) == 1  # the last block is recomputed for logits
+    assert len(lookup(manager, again)) == 1  # the last block is recomputed for logits
 
 
 def test_extra_hash_keys_separate_cache_entries():
     manager = KVCacheManager(num_blocks=8, block_size=4)
     manager.allocate(make_request("a", list(range(9)), extra=("lora-1",)), 9)
-    assert manager.find_cached_prefix(make_request("b", list(range(9)), extra=("lora-2",))) == []
-    assert len(manager.find_cached_prefix(make_request("c", list(range(9)), extra=("lora-1",)))) == 2
+    assert lookup(manager, make_request("b", list(range(9)), extra=("lora-2",))) == []
+    assert len(lookup(manager, make_request("c", list(range(9)), extra=("lora-1",)))) == 2
 
 
 def test_allocate_refuses_without_side_effects_when_pool_is_short():
@@ -101,4 +107,15 @@ def test_allocate_refuses_without_side_effects_when_pool_is_short():
 def test_disabled_prefix_caching_never_hits():
     manager = KVCacheManager(num_blocks=8, block_size=4, enable_prefix_caching=False)
     manager.allocate(make_request("a", list(range(9))), 9)
-    assert manager.find_cached_prefix(make_request("b", list(range(9)))) == []
+    assert lookup(manager, make_request("b", list(range(9)))) == []
+
+
+def test_prefix_lookup_is_a_pure_query():
+    manager = KVCacheManager(num_blocks=8, block_size=4)
+    manager.allocate(make_request("a", list(range(9))), 9)
+    request = make_request("b", list(range(9)))
+    assert manager.find_cached_prefix(request) == [] and request.block_hashes == []  # nothing hashed yet
+    manager.hash_full_blocks(request)
+    hashes = list(request.block_hashes)
+    assert len(manager.find_cached_prefix(request)) == 2
+    assert request.block_hashes == hashes and request.num_computed_tokens == 0

@@ -1,4 +1,5 @@
-"""IncrementalDetokenizer: streaming text equals a full decode, split characters, stop strings.
+"""IncrementalDetokenizer: streaming text equals a full decode, split characters; stop strings as
+the scheduler runs them (the detokenizer decodes, the StopChecker decides, the detokenizer is cut).
 
 Tokenizers are built in the test session (no downloads): a byte-level BPE (GPT-2 / SmolLM2 style)
 and a SentencePiece-style BPE with byte fallback (Llama-2 style decoders).
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from loomlm.engine.detokenizer import IncrementalDetokenizer
+from loomlm.engine.request import Request
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.engine.stop_checker import StopChecker
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PIECES = [
@@ -42,7 +44,6 @@ PIECES = [
     " the",
     " fox",
 ]
-SMOLLM2_DIR = Path.home() / ".cache" / "loomlm" / "models" / "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
@@ -119,19 +120,40 @@ def continuation(tok, prompt: list[int], out: list[int], skip: bool = True) -> s
     return full[len(head) :]
 
 
+class Sequence:
+    """One request fed token by token the way Scheduler.update does it: append, decode, ask the
+    StopChecker, cut the text at a stop string."""
+
+    def __init__(self, tok, prompt: list[int], **params) -> None:
+        params.setdefault("max_tokens", 10_000)
+        self.request = Request("r", prompt or [0], SamplingParams(**params))
+        self.detok = self.request.detokenizer = IncrementalDetokenizer(tok, prompt, SamplingParams(**params))
+        self.checker = StopChecker(max_model_len=1_000_000)
+
+    def feed(self, token_ids: list[int]) -> str | None:
+        """Append tokens; the stop string that ended the sequence, or None."""
+        self.request.all_token_ids.extend(token_ids)
+        new_text = self.detok.update(token_ids)
+        decision = self.checker.check(self.request, len(new_text))
+        if decision is None or decision.text_end is None:
+            return None
+        self.detok.truncate(decision.text_end)
+        return decision.stop_reason
+
+
 def stream(
     tok, prompt: list[int], out: list[int], **params
 ) -> tuple[IncrementalDetokenizer, list[str], str | None]:
     """Feed `out` one token at a time; return the detokenizer, the per-token deltas and the stop hit."""
-    detok = IncrementalDetokenizer(tok, prompt, SamplingParams(**params))
+    seq = Sequence(tok, prompt, **params)
     deltas: list[str] = []
     hit = None
     for i, token in enumerate(out):
-        hit = detok.update([token])
-        deltas.append(detok.get_delta(finished=hit is not None or i == len(out) - 1))
+        hit = seq.feed([token])
+        deltas.append(seq.detok.get_delta(finished=hit is not None or i == len(out) - 1))
         if hit is not None:
             break
-    return detok, deltas, hit
+    return seq.detok, deltas, hit
 
 
 def random_text(rng: random.Random) -> str:
@@ -150,7 +172,7 @@ def test_incremental_text_matches_full_decode(tokenizer, seed: int) -> None:
     detok = IncrementalDetokenizer(tokenizer, prompt, SamplingParams())
     deltas = []
     for i, token in enumerate(out, start=1):
-        assert detok.update([token]) is None
+        detok.update([token])
         # After each token: at least what a full decode shows complete, and never anything that
         # is not in the final text. (ByteFallback turns a whole run of byte tokens into U+FFFDs
         # while its last character is unfinished, so the detokenizer may be ahead of decode().)
@@ -251,7 +273,7 @@ def test_stop_string_spanning_tokens(tokenizer, include: bool) -> None:
     detok, deltas, hit = stream(
         tokenizer, enc(tokenizer, "hi"), out, stop=["STOP"], include_stop_str_in_output=include
     )
-    assert hit == "STOP" and detok.stop_reason == "STOP"
+    assert hit == "STOP"
     assert len(deltas) == len(char_ids(tokenizer, "say hello STOP"))  # stopped at the "P"
     want = continuation(tokenizer, enc(tokenizer, "hi"), char_ids(tokenizer, "say hello "))
     want += "STOP" if include else ""
@@ -277,17 +299,17 @@ def test_stop_string_across_two_natural_tokens(byte_level, include: bool) -> Non
 )
 def test_earliest_match_wins(tokenizer, stops: list[str], want: str) -> None:
     text = "0abcxyz tail"
-    detok = IncrementalDetokenizer(tokenizer, [], SamplingParams(stop=stops))
-    assert detok.update(char_ids(tokenizer, text)) == want  # one update holding both matches
-    assert detok.output_text == text[: text.index(want)]
-    assert detok.get_delta(finished=True) == detok.output_text
+    seq = Sequence(tokenizer, [], stop=stops)
+    assert seq.feed(char_ids(tokenizer, text)) == want  # one update holding both matches
+    assert seq.detok.output_text == text[: text.index(want)]
+    assert seq.detok.get_delta(finished=True) == seq.detok.output_text
 
 
 def test_earlier_stop_over_the_boundary_beats_later_one_in_new_text(tokenizer) -> None:
-    detok = IncrementalDetokenizer(tokenizer, [], SamplingParams(stop=["END", "abc"]))
-    assert detok.update(char_ids(tokenizer, "xx EN")) is None
-    assert detok.update(char_ids(tokenizer, "D abc")) == "END"
-    assert detok.output_text == "xx "
+    seq = Sequence(tokenizer, [], stop=["END", "abc"])
+    assert seq.feed(char_ids(tokenizer, "xx EN")) is None
+    assert seq.feed(char_ids(tokenizer, "D abc")) == "END"
+    assert seq.detok.output_text == "xx "
 
 
 @pytest.mark.parametrize("include", [False, True])
@@ -334,12 +356,10 @@ def test_stop_string_with_multibyte_characters(tokenizer) -> None:
 # -- the real SmolLM2 tokenizer, when another step has converted it ----------------------------------
 
 
-def test_smollm2_tokenizer() -> None:
-    if not (SMOLLM2_DIR / "tokenizer.json").exists() and not (SMOLLM2_DIR / "tokenizer_config.json").exists():
-        pytest.skip(f"{SMOLLM2_DIR} not present")
+def test_smollm2_tokenizer(smollm2_dir) -> None:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(SMOLLM2_DIR))
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)  # the default model, found like the engine finds it
     rng = random.Random(7)
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     if not isinstance(prompt, list):  # some versions return a BatchEncoding

@@ -1,5 +1,7 @@
 """LLMEngine step by step: abort mid-flight, outputs while running, stats."""
 
+import threading
+
 import pytest
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
@@ -64,3 +66,20 @@ def test_duplicate_request_id_is_refused(engine):
     with pytest.raises(ValueError, match="already"):
         engine.add_request("y", SamplingParams(max_tokens=1), request_id="dup")
     run_to_completion(engine)
+
+
+def test_a_step_with_only_compiling_requests_waits_for_a_compile_instead_of_spinning(engine):
+    from concurrent.futures import Future
+
+    from loomlm.grammar.specs import Regex
+
+    request_id = engine.add_request("hi", SamplingParams(max_tokens=3, response_format=Regex("[ab]{3}")))
+    request = engine.scheduler.requests[request_id]
+    compiled, pending = request.grammar_future, Future()
+    request.grammar_future = pending  # a compile that finishes 0.3 s from now
+    timer = threading.Timer(0.3, lambda: pending.set_result(compiled.result()))
+    timer.start()
+    assert engine.step() == []  # nothing could run: the step blocked on the compile ...
+    assert pending.done()  # ... until it finished, rather than returning at once
+    outputs = run_to_completion(engine)
+    assert outputs[request_id].outputs[0].text in {a + b + c for a in "ab" for b in "ab" for c in "ab"}

@@ -73,6 +73,7 @@ def test_mixed_priorities_keep_outputs_exact(tiny_llama_dir, hf_greedy, tiny_pro
     assert_matches_hf(llm, tiny_llama_dir, tiny_prompts, hf_greedy, priority=priorities)
 
 
+@pytest.mark.slow  # the real SmolLM2-135M in both engines
 def test_smollm2_greedy_matches_hf_on_a_batch_of_prompts(smollm2_dir, hf_greedy, tokenizer):
     texts = [
         "The capital of France is",

@@ -11,7 +11,6 @@ from loomlm.engine import model_files
 from loomlm.engine.model_files import (
     DEFAULT_MODEL_NAME,
     ModelNotFoundError,
-    cache_root,
     default_model_dir,
     resolve_model_dir,
 )
@@ -61,14 +60,6 @@ def test_local_dir_resolves(tmp_path, monkeypatch):
 
 
 # --- cache root and default directory logic (no conversion) -----------------------------------------
-
-
-def test_cache_root_env_override(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOMLM_CACHE", str(tmp_path / "c"))
-    assert cache_root() == tmp_path / "c"
-    monkeypatch.delenv("LOOMLM_CACHE")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache_root() == tmp_path / "home" / ".cache" / "loomlm"
 
 
 def test_default_dir_uses_completed_cache(tmp_path, monkeypatch):
@@ -164,6 +155,7 @@ def test_tokenizer_is_smollm2_instruct(tokenizer):
     assert tokenizer.convert_ids_to_tokens(tokenizer("in 2024").input_ids) == ["in", "Ġ", "2", "0", "2", "4"]
 
 
+@pytest.mark.slow
 def test_converted_model_loads_and_answers(smollm2_dir, tokenizer):
     from transformers import LlamaForCausalLM
 

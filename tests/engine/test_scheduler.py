@@ -5,10 +5,11 @@ import zlib
 
 from loomlm.engine.config import SchedulerConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
-from loomlm.engine.outputs import RunnerOutput, SchedulerOutput
+from loomlm.engine.outputs import SamplerOutput, SchedulerOutput
 from loomlm.engine.request import Request, RequestStatus
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.engine.scheduler import Scheduler
+from loomlm.engine.structured_output import GrammarStatus
 
 EOS = 0
 
@@ -30,9 +31,12 @@ def make_request(request_id, num_prompt=8, priority=0, index=0, **params) -> Req
 
 def run_step(scheduler: Scheduler, token: int = 7) -> SchedulerOutput:
     output = scheduler.schedule()
-    rows = [chunk.request.request_id for chunk in output.sampling_chunks]
-    scheduler.update(output, RunnerOutput(rows, [token] * len(rows)))
+    scheduler.update(output, SamplerOutput([token] * len(output.sampling_chunks)))
     return output
+
+
+def preempted_ids(output: SchedulerOutput) -> list[str]:
+    return [r.request_id for r in output.preempted]
 
 
 def scheduled(output: SchedulerOutput) -> dict[str, int]:
@@ -93,7 +97,7 @@ def test_preemption_by_recompute_when_blocks_run_out_and_resumption():
     for _ in range(3):
         run_step(scheduler)
     step = run_step(scheduler)  # both need a 4th block: the later arrival is preempted
-    assert step.preempted_request_ids == ["b"]
+    assert preempted_ids(step) == ["b"]
     assert b.status == RequestStatus.PREEMPTED and b.num_computed_tokens == 0
     assert b.num_preemptions == 1 and scheduler.kv_cache.block_ids("b") == []
     produced_before = list(b.output_token_ids)
@@ -126,11 +130,11 @@ def test_priority_preemption_takes_the_least_important_running_request():
     scheduler.add_request(important)
     preempted = []
     for _ in range(6):
-        preempted += run_step(scheduler).preempted_request_ids
+        preempted += preempted_ids(run_step(scheduler))
     assert preempted == ["casual"]
 
 
-def test_abort_frees_blocks_and_reports_in_next_schedule():
+def test_abort_frees_blocks_and_the_next_step_schedules_only_the_others():
     scheduler = make_scheduler()
     a, b = make_request("a", 8, index=0), make_request("b", 8, index=1)
     scheduler.add_request(a)
@@ -141,7 +145,7 @@ def test_abort_frees_blocks_and_reports_in_next_schedule():
     assert a.status == RequestStatus.FINISHED_ABORTED and a.finish_reason == "abort"
     assert scheduler.kv_cache.num_free_blocks == free_before + 2  # 8 prompt tokens in 2 blocks
     step = run_step(scheduler)
-    assert step.finished_request_ids == ["a"] and scheduled(step) == {"b": 1}
+    assert scheduled(step) == {"b": 1} and "a" not in scheduler.requests
 
 
 def test_abort_of_a_waiting_request_removes_it_from_the_queue():
@@ -165,6 +169,7 @@ def test_eos_stops_unless_ignored():
 
 
 def test_stop_token_id_sets_stop_reason_and_min_tokens_delays_stopping():
+    # Stops count from output token min_tokens + 1 (the sampler masks stop ids before that).
     scheduler = make_scheduler()
     stop_id = make_request("stop_id", 4, index=0, max_tokens=10, stop_token_ids=[7])
     min_tok = make_request("min", 4, index=1, max_tokens=10, min_tokens=2, stop_token_ids=[7])
@@ -173,13 +178,12 @@ def test_stop_token_id_sets_stop_reason_and_min_tokens_delays_stopping():
         scheduler.add_request(request)
     run_step(scheduler, token=7)
     assert stop_id.finish_reason == "stop" and stop_id.stop_reason == 7
+    run_step(scheduler, token=7)
     assert not min_tok.is_finished
     run_step(scheduler, token=7)
-    assert min_tok.finish_reason == "stop" and min_tok.num_output_tokens == 2
+    assert min_tok.finish_reason == "stop" and min_tok.num_output_tokens == 3
     run_step(scheduler, token=EOS)
-    assert not ignore.is_finished
-    run_step(scheduler, token=EOS)
-    assert ignore.finish_reason == "length" and ignore.output_token_ids == [7, 7, EOS, EOS]
+    assert ignore.finish_reason == "length" and ignore.output_token_ids == [7, 7, 7, EOS]
 
 
 def test_max_model_len_ends_a_request_with_length():
@@ -207,7 +211,7 @@ def test_invalid_sampled_token_fails_only_that_request():
     scheduler.add_request(a)
     scheduler.add_request(b)
     output = scheduler.schedule()
-    scheduler.update(output, RunnerOutput(["a", "b"], [-1, 7]))
+    scheduler.update(output, SamplerOutput([-1, 7]))
     assert a.status == RequestStatus.FINISHED_ERROR and b.output_token_ids == [7]
 
 
@@ -223,13 +227,23 @@ def test_prefix_cache_hit_skips_computed_tokens():
 
 
 class GrammarReadiness:
-    """The scheduler's view of the grammar seam: per request, ready / still compiling / failed."""
+    """The scheduler's view of the grammar seam: per request, ready / still compiling / failed
+    (True / False / the error message)."""
 
     def __init__(self, states: dict[str, bool | str]) -> None:
         self.states = states
 
-    def activate(self, request: Request) -> bool | str:
-        return self.states.get(request.request_id, True)
+    def activate(self, request: Request) -> GrammarStatus:
+        state = self.states.get(request.request_id, True)
+        if isinstance(state, str):
+            return GrammarStatus.FAILED
+        return GrammarStatus.READY if state else GrammarStatus.COMPILING
+
+    def compile_error(self, request: Request) -> str:
+        return self.states[request.request_id]
+
+    def advance(self, request: Request, token_id: int) -> bool:
+        return True
 
 
 def test_a_request_whose_grammar_is_compiling_waits_without_blocking_the_queue():
@@ -255,6 +269,82 @@ def test_a_request_whose_grammar_failed_finishes_with_the_error_and_others_run()
     bad, good = make_request("bad", 8, index=0), make_request("good", 8, index=1)
     scheduler.add_request(bad)
     scheduler.add_request(good)
-    assert scheduled(run_step(scheduler)) == {"good": 8}
+    step = scheduler.schedule()
+    assert scheduled(step) == {"good": 8}
     assert bad.status == RequestStatus.FINISHED_ERROR and bad.error == "the regex does not parse"
-    assert scheduler.take_failed() == [bad]
+    assert step.failed == [bad]  # it leaves through the step's contract, with no token
+    updated = scheduler.update(step, SamplerOutput([7]))
+    assert updated == [bad, good] and bad.output_token_ids == []
+
+
+def test_priority_abort_of_a_waiting_and_of_a_running_request():
+    scheduler = make_scheduler(policy="priority", max_num_seqs=2)
+    requests = {
+        name: make_request(name, 4, priority=p, index=i, max_tokens=8)
+        for i, (name, p) in enumerate([("bg", 9), ("urgent", 0), ("normal", 5), ("later", 7)])
+    }
+    for request in requests.values():
+        scheduler.add_request(request)
+    assert set(scheduled(run_step(scheduler))) == {"urgent", "normal"}
+    free_before = scheduler.kv_cache.num_free_blocks
+    # A waiting one: it leaves the queue at once; the rest keep their priority order.
+    assert scheduler.abort_requests(["later"]) == [requests["later"]]
+    assert [r.request_id for r in scheduler.waiting] == ["bg"] and scheduler.num_waiting == 1
+    # A running one: its blocks are freed and the best-ranked waiting request takes its place.
+    assert scheduler.abort_requests(["urgent"]) == [requests["urgent"]]
+    assert scheduler.kv_cache.num_free_blocks == free_before + 1  # its 4 prompt tokens' block
+    assert scheduled(run_step(scheduler)) == {"normal": 1, "bg": 4}
+    assert requests["later"].finish_reason == requests["urgent"].finish_reason == "abort"
+    while scheduler.has_unfinished_requests():
+        run_step(scheduler)
+    assert requests["later"].output_token_ids == [] and requests["bg"].finish_reason == "length"
+    assert scheduler.num_waiting == 0 and scheduler.kv_cache.num_free_blocks == 64
+
+
+def test_preempted_requests_go_back_in_front_of_the_fcfs_queue():
+    scheduler = make_scheduler(num_blocks=6, block_size=4, max_num_seqs=2)
+    a = make_request("a", 8, index=0, max_tokens=16)
+    b = make_request("b", 8, index=1, max_tokens=16)
+    c = make_request("c", 4, index=2, max_tokens=2)
+    for request in (a, b, c):
+        scheduler.add_request(request)
+    while not b.num_preemptions:
+        run_step(scheduler)
+    assert [r.request_id for r in scheduler.waiting] == ["b", "c"]  # b was older than c
+
+
+class SlotRegistry:
+    """The scheduler's view of the adapter seam, with every call recorded."""
+
+    def __init__(self, free_slots: int) -> None:
+        self.free_slots, self.calls = free_slots, []
+
+    def slot_available(self, ref) -> bool:
+        return self.free_slots > 0
+
+    def adapter(self, ref):
+        self.calls.append("read")
+        return "weights"
+
+    def acquire_slot(self, ref, adapter):
+        self.calls.append("acquire")
+        self.free_slots -= 1
+        return 0
+
+    def release_slot(self, slot: int) -> None:
+        self.calls.append("release")
+        self.free_slots += 1
+
+
+def test_an_adapter_slot_is_taken_only_once_the_kv_blocks_are_secured():
+    from loomlm.adapters.registry import AdapterRef
+
+    registry = SlotRegistry(free_slots=1)
+    scheduler = Scheduler(
+        SchedulerConfig(max_model_len=256), KVCacheManager(num_blocks=2, block_size=4), adapters=registry
+    )
+    big = make_request("big", 12, index=0)  # needs 3 blocks: the pool has 2
+    big.adapter = AdapterRef("a", 1, "hash", "/a")
+    scheduler.add_request(big)
+    assert scheduler.schedule().is_empty
+    assert "acquire" not in registry.calls and registry.free_slots == 1 and big.adapter_slot is None

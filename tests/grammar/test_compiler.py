@@ -3,6 +3,8 @@ and clear errors for bad regexes, oversized regexes and compiles past their time
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from loomlm.grammar.compiler import CompilerConfig, GrammarCompiler
@@ -59,12 +61,20 @@ def test_second_request_hits_memory_and_a_new_compiler_hits_disk(compiler, tmp_p
         fresh.close()
 
 
-def test_corrupt_disk_entry_is_a_miss_and_is_rewritten(compiler, tmp_path):
-    key = compiler.cache_key("abc")
-    (tmp_path / "cache").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "cache" / f"{key}.index").write_bytes(b"not a pickle")
-    compiled = compiler.submit("abc").result(timeout=60)
+def test_corrupt_disk_entry_is_a_logged_miss_and_is_rewritten(compiler, tmp_path, caplog):
+    # Tampered, truncated and foreign entries: see test_disk_cache.py.
+    entry = tmp_path / "cache" / f"{compiler.cache_key('abc')}.index"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_bytes(b"not a cache entry")
+    with caplog.at_level(logging.WARNING, logger="loomlm.grammar.disk_cache"):
+        compiled = compiler.submit("abc").result(timeout=60)
     assert compiled.source == "compiled" and accepts(compiled, "abc")
+    assert any(str(entry) in record.getMessage() for record in caplog.records)
+    fresh = GrammarCompiler(VOCAB, CompilerConfig(cache_dir=tmp_path / "cache"))
+    try:
+        assert fresh.submit("abc").result(timeout=60).source == "disk"  # the entry was rewritten
+    finally:
+        fresh.close()
 
 
 def test_identical_regexes_in_flight_share_one_future(compiler):

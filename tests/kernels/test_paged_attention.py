@@ -1,9 +1,14 @@
-"""Paged attention: the torch reference against a naive dense oracle, and Triton against the reference."""
+"""Paged attention: the torch path (`paged_attention_ref`, built on `paged_attention_cpu`) against dense
+causal attention over the unpaged K/V, and the Triton kernel (TRITON_INTERPRET=1 on CPU) against it.
+
+Each case draws every sequence's K/V first, then scatters it into a cache whose other slots hold
+garbage, through a shuffled (non-contiguous) block table: the oracle never sees the paging."""
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -23,96 +28,160 @@ BATCHES = {
     "prefill_with_prefix": [(5, 12), (9, 20), (2, 3)],
     "mixed": [(1, 9), (6, 6), (1, 30), (0, 10), (4, 21), (1, 2)],
 }
-HEAD_CONFIGS = [(4, 2), (9, 3), (4, 4)]  # (num_heads, num_kv_heads)
+HEAD_CONFIGS = [(4, 2), (9, 3), (4, 4)]  # (num_heads, num_kv_heads): GQA groups of 2 and 3, and MHA
 
 
-def make_case(batch, block_size, num_heads, num_kv_heads, head_dim, dtype=torch.float32, seed=0):
-    """Random caches (unused blocks hold garbage too) and shuffled block tables for `batch`."""
+@dataclass
+class Case:
+    args: tuple  # paged_attention's positional arguments, on DEVICE
+    keys: list[torch.Tensor]  # per sequence, unpaged: [seq_len, num_kv_heads, head_dim]
+    values: list[torch.Tensor]
+    q_lens: list[int]
+
+
+def make_case(
+    batch, block_size, num_heads, num_kv_heads, head_dim, dtype=torch.float32, seed=0, strided_table=False
+) -> Case:
+    """Per-sequence K/V scattered into garbage-filled caches through shuffled block tables.
+
+    Table entries past a sequence's blocks are arbitrary valid ids. ``strided_table`` hands the
+    kernels a block table view whose rows are not contiguous in memory."""
     gen = torch.Generator().manual_seed(seed)
-    blocks_needed = [math.ceil(seq_len / block_size) for _, seq_len in batch]
+    q_lens = [q_len for q_len, _ in batch]
+    seq_lens = [seq_len for _, seq_len in batch]
+    keys = [torch.randn(n, num_kv_heads, head_dim, generator=gen).to(dtype) for n in seq_lens]
+    values = [torch.randn(n, num_kv_heads, head_dim, generator=gen).to(dtype) for n in seq_lens]
+
+    blocks_needed = [math.ceil(n / block_size) for n in seq_lens]
     num_blocks = sum(blocks_needed) + 5
     max_blocks = max(blocks_needed) + 1
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    key_cache = torch.randn(shape, generator=gen)
-    value_cache = torch.randn(shape, generator=gen)
-    block_ids = torch.randperm(num_blocks, generator=gen).tolist()
-    # Entries past a sequence's blocks are arbitrary: fill them with random (valid) block ids.
-    block_tables = torch.randint(0, num_blocks, (len(batch), max_blocks), generator=gen, dtype=torch.int32)
-    for b, count in enumerate(blocks_needed):
-        block_tables[b, :count] = torch.tensor([block_ids.pop() for _ in range(count)], dtype=torch.int32)
-    q_lens = [q_len for q_len, _ in batch]
-    query = torch.randn(sum(q_lens), num_heads, head_dim, generator=gen)
-    seq_lens = torch.tensor([seq_len for _, seq_len in batch], dtype=torch.int32)
-    query_start_loc = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
-    args = [t.to(DEVICE) for t in (query, key_cache, value_cache)]
-    args = [t.to(dtype) for t in args] + [t.to(DEVICE) for t in (block_tables, seq_lens, query_start_loc)]
-    return (*args, 1.0 / math.sqrt(head_dim), max(q_lens), int(seq_lens.max()))
-
-
-def naive_attention(query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, *_):
-    """Dense per-sequence, per-query attention in float64, building K/V from the block table by hand."""
-    query, key_cache, value_cache = (t.cpu().double() for t in (query, key_cache, value_cache))
-    block_tables, seq_lens, query_start_loc = (
-        t.cpu().tolist() for t in (block_tables, seq_lens, query_start_loc)
-    )
-    block_size = key_cache.shape[1]
-    group = query.shape[1] // key_cache.shape[2]
-    out = torch.zeros_like(query)
+    key_cache = torch.randn(shape, generator=gen).to(dtype)
+    value_cache = torch.randn(shape, generator=gen).to(dtype)
+    free_ids = torch.randperm(num_blocks, generator=gen).tolist()
+    table = torch.randint(0, num_blocks, (len(batch), max_blocks), generator=gen, dtype=torch.int32)
     for b, seq_len in enumerate(seq_lens):
-        start, end = query_start_loc[b], query_start_loc[b + 1]
-        keys = torch.stack(
-            [key_cache[block_tables[b][p // block_size], p % block_size] for p in range(seq_len)]
-        )
-        values = torch.stack(
-            [value_cache[block_tables[b][p // block_size], p % block_size] for p in range(seq_len)]
-        )
-        for i in range(end - start):
-            position = seq_len - (end - start) + i
-            for head in range(query.shape[1]):
-                k = keys[: position + 1, head // group]
-                v = values[: position + 1, head // group]
-                weights = torch.softmax(k @ query[start + i, head] * scale, dim=0)
-                out[start + i, head] = weights @ v
-    return out
+        for j in range(blocks_needed[b]):
+            block_id = free_ids.pop()
+            table[b, j] = block_id
+            span = slice(j * block_size, min(seq_len, (j + 1) * block_size))
+            key_cache[block_id, : span.stop - span.start] = keys[b][span]
+            value_cache[block_id, : span.stop - span.start] = values[b][span]
+    if strided_table:
+        wide = torch.randint(0, num_blocks, (len(batch), max_blocks, 3), generator=gen, dtype=torch.int32)
+        wide[..., 1] = table
+        table = wide[..., 1]
+        assert not table.is_contiguous()
+
+    query = torch.randn(sum(q_lens), num_heads, head_dim, generator=gen).to(dtype)
+    query_start_loc = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    tensors = [t.to(DEVICE) for t in (query, key_cache, value_cache, table)]
+    tensors += [torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), query_start_loc.to(DEVICE)]
+    args = (*tensors, 1.0 / math.sqrt(head_dim), max(q_lens), max(seq_lens))
+    return Case(args, keys, values, q_lens)
+
+
+def dense_attention(case: Case) -> torch.Tensor:
+    """Causal attention per sequence in float64 over its unpaged K/V (explicit softmax, no SDPA).
+
+    The i-th of a sequence's q_len queries sits at position seq_len - q_len + i; query head h reads
+    kv head h // (num_heads // num_kv_heads)."""
+    query, scale = case.args[0].cpu().double(), case.args[6]
+    outs, start = [], 0
+    for keys, values, q_len in zip(case.keys, case.values, case.q_lens, strict=True):
+        q = query[start : start + q_len].transpose(0, 1)  # [heads, q_len, d]
+        start += q_len
+        seq_len, num_kv_heads = keys.shape[:2]
+        group = q.shape[0] // num_kv_heads
+        k = keys.double().repeat_interleave(group, dim=1).transpose(0, 1)  # [heads, seq_len, d]
+        v = values.double().repeat_interleave(group, dim=1).transpose(0, 1)
+        query_pos = torch.arange(seq_len - q_len, seq_len)
+        visible = torch.arange(seq_len)[None, :] <= query_pos[:, None]
+        scores = (q @ k.transpose(1, 2) * scale).masked_fill(~visible, float("-inf"))
+        outs.append((scores.softmax(-1) @ v).transpose(0, 1))
+    return torch.cat(outs)
+
+
+def assert_matches_dense(out: torch.Tensor, case: Case, tol: float = 1e-5) -> None:
+    query = case.args[0]
+    assert out.shape == query.shape and out.dtype == query.dtype
+    torch.testing.assert_close(out.cpu().double(), dense_attention(case), atol=tol, rtol=tol)
+
+
+# --- the torch (CPU) path against the dense oracle ------------------------------------------------
 
 
 @pytest.mark.parametrize("batch_name", list(BATCHES))
 @pytest.mark.parametrize("num_heads,num_kv_heads", HEAD_CONFIGS)
 @pytest.mark.parametrize("head_dim", [16, 64])
-@pytest.mark.parametrize("block_size", [4, 16])
-def test_reference_matches_naive(batch_name, num_heads, num_kv_heads, head_dim, block_size):
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+def test_torch_path_matches_dense_attention(batch_name, num_heads, num_kv_heads, head_dim, block_size):
     case = make_case(BATCHES[batch_name], block_size, num_heads, num_kv_heads, head_dim)
-    out = paged_attention_ref(*case)
-    assert out.shape == case[0].shape and out.dtype == case[0].dtype
-    torch.testing.assert_close(out.cpu().double(), naive_attention(*case), atol=1e-5, rtol=1e-5)
+    assert_matches_dense(paged_attention_ref(*case.args), case)
+    # The engine's CPU path keeps a workspace (kept gather buffers, cached plan): same numbers.
+    workspace = AttentionWorkspace()
+    for _ in range(2):
+        assert_matches_dense(paged_attention_ref(*case.args, workspace=workspace), case)
 
 
-def test_reference_half_precision_output_dtype():
-    case = make_case(BATCHES["mixed"], 16, 9, 3, 64, dtype=torch.bfloat16)
-    out = paged_attention_ref(*case)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.cpu().double(), naive_attention(*case), atol=2e-2, rtol=2e-2)
-
-
-def test_reference_decode_fast_path_matches_general_path():
-    # The all-decode fast path and the mixed path's decode batch must agree.
+@pytest.mark.parametrize("max_query_len", [1, 2])  # 1: the all-decode fast path; 2: the mixed path
+def test_decode_batch_matches_dense_on_both_paths(max_query_len):
     case = make_case(BATCHES["decode"], 4, 9, 3, 16)
-    fast = paged_attention_ref(*case)
-    general = paged_attention_ref(*case[:-2], 2, case[-1])  # a max_query_len > 1 forces the general path
-    torch.testing.assert_close(fast, general, atol=1e-6, rtol=1e-6)
+    args = (*case.args[:7], max_query_len, case.args[8])
+    assert_matches_dense(paged_attention_ref(*args), case)
 
 
-def test_dispatch_matches_reference_on_cpu():
-    case = [t.cpu() if isinstance(t, torch.Tensor) else t for t in make_case(BATCHES["mixed"], 4, 4, 2, 16)]
-    torch.testing.assert_close(paged_attention(*case), paged_attention_ref(*case))
+def test_strided_block_table():
+    case = make_case(BATCHES["mixed"], 4, 4, 2, 16, seed=5, strided_table=True)
+    assert_matches_dense(paged_attention_ref(*case.args), case)
+    assert_matches_dense(paged_attention_ref(*case.args, workspace=AttentionWorkspace()), case)
+
+
+def test_dispatch_matches_dense_attention():
+    case = make_case(BATCHES["mixed"], 4, 4, 2, 16, seed=6)
+    assert_matches_dense(paged_attention(*case.args), case)
+
+
+def test_half_precision_keeps_the_query_dtype():
+    case = make_case(BATCHES["mixed"], 16, 9, 3, 64, dtype=torch.bfloat16)
+    assert_matches_dense(paged_attention_ref(*case.args), case, tol=2e-2)
 
 
 def test_empty_batch():
-    case = make_case([(1, 3)], 4, 4, 2, 16)
-    empty_query = case[0][:0]
-    out = paged_attention_ref(empty_query, *case[1:3], case[3][:0], case[4][:0], case[5][:1], case[6], 0, 0)
+    args = make_case([(1, 3)], 4, 4, 2, 16).args
+    out = paged_attention_ref(args[0][:0], *args[1:3], args[3][:0], args[4][:0], args[5][:1], args[6], 0, 0)
     assert out.shape == (0, 4, 16)
 
+
+def out_of_range_past_context(case: Case, block_size: int) -> Case:
+    """The case with every table entry past a sequence's blocks set to an invalid block id."""
+    table = case.args[3].clone()
+    for b, seq_len in enumerate(case.args[4].tolist()):
+        table[b, math.ceil(seq_len / block_size) :] = 10**6
+    return Case((*case.args[:3], table, *case.args[4:]), case.keys, case.values, case.q_lens)
+
+
+def test_out_of_range_table_entries_past_the_context_are_ignored():
+    case = out_of_range_past_context(make_case(BATCHES["mixed"], 4, 4, 2, 16, seed=4), 4)
+    assert_matches_dense(paged_attention_ref(*case.args), case)
+    assert_matches_dense(paged_attention_ref(*case.args, workspace=AttentionWorkspace()), case)
+
+
+@pytest.mark.parametrize("with_prefill", [False, True])
+def test_workspace_path_with_length_buckets_matches_dense(with_prefill):
+    """Large decode batches are split into length buckets gathered into kept buffers; the result
+    must not change, for an all-decode batch and for decodes mixed with a prefill chunk."""
+    gen = torch.Generator().manual_seed(3)
+    batch = [(1, int(n)) for n in torch.randint(1, 90, (37,), generator=gen)]
+    if with_prefill:
+        batch.insert(5, (6, 40))
+    case = make_case(batch, 8, 9, 3, 16, seed=4)
+    workspace = AttentionWorkspace()
+    for _ in range(2):  # the second call reuses the cached plan and buffers
+        assert_matches_dense(paged_attention_ref(*case.args, workspace=workspace), case)
+
+
+# --- the Triton kernel against the torch reference ------------------------------------------------
 
 TRITON_CASES = [
     # (batch, block_size, num_heads, num_kv_heads, head_dim)
@@ -120,6 +189,7 @@ TRITON_CASES = [
     ("decode", 16, 4, 4, 16),
     ("prefill", 16, 4, 2, 16),
     ("prefill_with_prefix", 4, 9, 3, 16),
+    ("mixed", 1, 4, 2, 16),
     ("mixed", 4, 4, 2, 64),
     ("mixed", 16, 9, 3, 16),
 ]
@@ -129,9 +199,9 @@ TRITON_CASES = [
 @pytest.mark.parametrize("batch_name,block_size,num_heads,num_kv_heads,head_dim", TRITON_CASES)
 def test_triton_matches_reference(batch_name, block_size, num_heads, num_kv_heads, head_dim):
     case = make_case(BATCHES[batch_name], block_size, num_heads, num_kv_heads, head_dim, seed=1)
-    torch.testing.assert_close(
-        paged_attention_triton(*case), paged_attention_ref(*case), atol=1e-5, rtol=1e-5
-    )
+    out = paged_attention_triton(*case.args)
+    assert out.shape == case.args[0].shape and out.dtype == case.args[0].dtype
+    torch.testing.assert_close(out, paged_attention_ref(*case.args), atol=1e-5, rtol=1e-5)
 
 
 @needs_triton
@@ -139,41 +209,27 @@ def test_triton_long_prefill_spans_many_tiles():
     # 40 queries x 3 heads per kv head = 120 rows: several row tiles and several KV tiles.
     case = make_case([(40, 70), (1, 66)], 16, 6, 2, 16, seed=2)
     torch.testing.assert_close(
-        paged_attention_triton(*case), paged_attention_ref(*case), atol=1e-5, rtol=1e-5
+        paged_attention_triton(*case.args), paged_attention_ref(*case.args), atol=1e-5, rtol=1e-5
     )
 
 
 @needs_triton
 def test_triton_half_precision():
     case = make_case(BATCHES["mixed"], 16, 4, 2, 16, dtype=torch.float16, seed=3)
-    out = paged_attention_triton(*case)
+    out = paged_attention_triton(*case.args)
     assert out.dtype == torch.float16
-    torch.testing.assert_close(out.float(), paged_attention_ref(*case).float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(out.float(), paged_attention_ref(*case.args).float(), atol=2e-3, rtol=2e-3)
 
 
 @needs_triton
-def test_out_of_range_table_entries_past_the_context_are_ignored():
-    case = list(make_case(BATCHES["mixed"], 4, 4, 2, 16, seed=4))
-    block_tables, seq_lens = case[3].clone(), case[4].tolist()
-    for b, seq_len in enumerate(seq_lens):
-        block_tables[b, math.ceil(seq_len / 4) :] = 10**6
-    case[3] = block_tables
-    want = naive_attention(*case)
-    torch.testing.assert_close(paged_attention_ref(*case).cpu().double(), want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(paged_attention_triton(*case).cpu().double(), want, atol=1e-5, rtol=1e-5)
+def test_triton_strided_block_table():
+    case = make_case(BATCHES["mixed"], 4, 9, 3, 16, seed=5, strided_table=True)
+    torch.testing.assert_close(
+        paged_attention_triton(*case.args), paged_attention_ref(*case.args), atol=1e-5, rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("with_prefill", [False, True])
-def test_workspace_path_with_length_buckets_matches_naive(with_prefill):
-    """Large decode batches are split into length buckets gathered into kept buffers; the result
-    must not change, for an all-decode batch and for decodes mixed with a prefill chunk."""
-    gen = torch.Generator().manual_seed(3)
-    batch = [(1, int(n)) for n in torch.randint(1, 90, (37,), generator=gen)]
-    if with_prefill:
-        batch.insert(5, (6, 40))
-    case = make_case(batch, 8, 9, 3, 16, seed=4)
-    workspace = AttentionWorkspace()
-    expected = naive_attention(*case).float()
-    for _ in range(2):  # the second call reuses the cached plan and buffers
-        out = paged_attention_ref(*case, workspace=workspace)
-        torch.testing.assert_close(out.cpu(), expected, atol=1e-5, rtol=1e-5)
+@needs_triton
+def test_triton_ignores_out_of_range_table_entries_past_the_context():
+    case = out_of_range_past_context(make_case(BATCHES["mixed"], 4, 4, 2, 16, seed=4), 4)
+    assert_matches_dense(paged_attention_triton(*case.args), case)

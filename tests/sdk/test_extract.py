@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from loomlm import LLM, ExtractionError, SamplingParams
 
+pytestmark = pytest.mark.slow  # the real SmolLM2-135M, end to end
+
 
 class Person(BaseModel):
     name: str = Field(max_length=40)

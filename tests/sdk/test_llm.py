@@ -1,10 +1,20 @@
 """LLM.generate / LLM.chat on a tiny random Llama with the real SmolLM2 tokenizer: input forms,
 output order and shapes, sampling options end to end, and bad input failing only its request."""
 
+import logging
+
 import pydantic
 import pytest
 
-from loomlm import LLM, SamplingParams
+from loomlm import (
+    LLM,
+    AdapterError,
+    GrammarError,
+    InvalidPromptError,
+    PromptTooLongError,
+    RequestError,
+    SamplingParams,
+)
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
@@ -140,3 +150,50 @@ def test_chat_applies_the_chat_template(llm):
 def test_priority_list_must_match_prompts(llm):
     with pytest.raises(ValueError, match="priorities"):
         llm.generate(["a", "b"], GREEDY, priority=[1])
+
+
+@pytest.mark.parametrize(
+    ("bad_ids", "why"),
+    [([], "no tokens"), ([5, 49152], "out of range"), ([5, -1], "out of range"), ([5, 2.5], "integers")],
+)
+def test_prompt_token_ids_are_checked_like_text_prompts(llm, bad_ids, why):
+    # Token ids given directly (generate([...ids])) and through the engine's prompt_token_ids= path.
+    outputs = llm.generate([bad_ids, "ok"], GREEDY)
+    assert why in outputs[0].error and outputs[0].outputs[0].finish_reason == "error"
+    assert outputs[1].error is None
+    with pytest.raises(InvalidPromptError, match=why):
+        llm.engine.add_request("ignored text", GREEDY, prompt_token_ids=bad_ids)
+
+
+def test_an_internal_error_is_raised_not_turned_into_an_output(llm, monkeypatch):
+    # Only RequestErrors become per-prompt errors; a bug (even a ValueError) reaches the caller.
+    def broken(*args, **kwargs):
+        raise ValueError("internal bug")
+
+    monkeypatch.setattr(llm.engine.processor, "make_requests", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        llm.generate(["fine"], GREEDY)
+
+
+def test_request_errors_are_one_family(llm):
+    outputs = llm.generate([list(range(100, 400))], GREEDY)
+    assert outputs[0].error is not None
+    assert issubclass(PromptTooLongError, RequestError) and issubclass(InvalidPromptError, RequestError)
+    assert issubclass(AdapterError, RequestError) and issubclass(GrammarError, RequestError)
+
+
+def test_the_engine_logs_through_standard_logging(tiny_llama_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="loomlm"):
+        LLM(str(tiny_llama_dir), max_model_len=64, num_kv_blocks=4, block_size=8, max_num_seqs=2).generate(
+            ["one two three four five", "six seven eight nine"],
+            SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("loaded ") for m in messages)
+    assert any(m.startswith("KV cache: 4 blocks of 8 tokens") for m in messages)
+    assert any(m.startswith("preempted request") for m in messages)  # 4 blocks cannot hold both
+
+
+def test_the_package_is_quiet_by_default():
+    handlers = logging.getLogger("loomlm").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)

@@ -81,3 +81,16 @@ def test_lora_request_loads_on_first_use(llm, tiny_lora_adapters):
     assert "no adapter_config.json" in outputs[0].error
     assert outputs[1].error is None
     llm.unload_adapter("via-request")
+
+
+def test_a_lora_request_whose_path_differs_from_the_loaded_adapter_is_an_error(llm, tiny_lora_adapters):
+    llm.load_adapter("named", str(tiny_lora_adapters["all8"]))
+    before = llm.list_adapters()
+    conflicting = LoRARequest("named", 9, str(tiny_lora_adapters["re16"]))
+    outputs = llm.generate([PROMPT, PROMPT], GREEDY, lora_request=[conflicting, None])
+    assert "is loaded from" in outputs[0].error and str(tiny_lora_adapters["re16"]) in outputs[0].error
+    assert outputs[1].error is None
+    assert llm.list_adapters() == before  # nothing was reloaded behind the caller's back
+    same = LoRARequest("named", 9, str(tiny_lora_adapters["all8"]))
+    assert llm.generate([PROMPT], GREEDY, lora_request=same)[0].error is None
+    llm.unload_adapter("named")
