@@ -83,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over them)")
+    parser.add_argument("--write-results", action="store_true", help="replace this section in RESULTS.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     workload_args = [a for a in rest if a != "--"]
@@ -97,14 +98,44 @@ def main() -> None:
         for name in order:
             print(f"round {round_index + 1}/{args.rounds}: {name} ...", flush=True)
             results[name].append(run_side(sides[name], workload_args))
-    base_name, new_name = list(sides)
+    section = report(results, list(sides), args.rounds, workload_args)
+    print("\n" + section)
+    if args.write_results:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_common import write_results
+
+        write_results("compare_revisions", section, quick=False)
+        print("\nwrote bench/RESULTS.md")
+
+
+def report(
+    results: dict[str, list[dict[str, float]]], names: list[str], rounds: int, workload: list[str]
+) -> str:
+    import datetime
+    import platform
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_common import cpu_model
+
+    base_name, new_name = names
     metrics = [k for k in results[new_name][0] if k != "source"]
-    print(f"\nworkload args: {' '.join(workload_args) or '(defaults)'}; {args.rounds} interleaved rounds")
-    print(f"\n| metric | {base_name} | {new_name} | ratio new / base |\n|---|---:|---:|---:|")
+    lines = [
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads; Python {platform.python_version()}; "
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- Workload: bench/throughput.py {' '.join(workload) or '(defaults)'}, loomlm only; median of "
+        f"{rounds} interleaved rounds (each side in its own process, alternating first)",
+        "",
+        f"| metric | {base_name} | {new_name} | ratio new / base |",
+        "|---|---:|---:|---:|",
+    ]
     for metric in metrics:
         base = statistics.median(r[metric] for r in results[base_name])
         new = statistics.median(r[metric] for r in results[new_name])
-        print(f"| {metric} | {base:.2f} | {new:.2f} | {new / base:.3f} |")
+        lines.append(f"| {metric} | {base:.2f} | {new:.2f} | {new / base:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
