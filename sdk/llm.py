@@ -14,14 +14,13 @@ from loomlm.common.errors import RequestError
 from loomlm.common.paths import grammar_cache_dir
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig, SchedulingPolicy
 from loomlm.engine.engine import LLMEngine
-from loomlm.engine.outputs import CompletionOutput, RequestOutput
+from loomlm.engine.outputs import RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
+from loomlm.prompts import Conversation, PromptInput, as_params_list, as_prompt_list, error_output
 from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
 
-PromptInput = str | Sequence[int]
-Conversation = Sequence[dict[str, Any]]
 T = TypeVar("T")
 
 # Batches at least this large show a progress bar by default.
@@ -140,7 +139,7 @@ class LLM:
 
         ``adapter``: a loaded adapter's name for every prompt, or one name (or None: the base
         model) per prompt. ``lora_request``: the same with vLLM-style LoRARequests."""
-        prompt_list = _as_prompt_list(prompts)
+        prompt_list = as_prompt_list(prompts)
         token_ids = [None] * len(prompt_list)
         if adapter is not None and lora_request is not None:
             raise ValueError("give adapter= or lora_request=, not both")
@@ -226,7 +225,7 @@ class LLM:
         use_tqdm: bool | None,
         adapters: list[AdapterChoice] | None = None,
     ) -> list[RequestOutput]:
-        params_list = _as_params_list(sampling_params, len(prompts))
+        params_list = as_params_list(sampling_params, len(prompts))
         if priority is not None and len(priority) != len(prompts):
             raise ValueError(f"got {len(priority)} priorities for {len(prompts)} prompts")
         results: dict[str, RequestOutput] = {}
@@ -242,7 +241,7 @@ class LLM:
                 )
             except RequestError as error:  # bad prompt, params, adapter or format: only this prompt fails
                 request_id = f"failed-{i}"
-                results[request_id] = _error_output(request_id, prompt, params, str(error))
+                results[request_id] = error_output(request_id, prompt, params, str(error))
             order.append(request_id)
 
         show = use_tqdm if use_tqdm is not None else len(prompts) >= _PROGRESS_BAR_MIN_PROMPTS
@@ -253,41 +252,3 @@ class LLM:
                     results[output.request_id] = output
                     bar.update(1)
         return [results[request_id] for request_id in order]
-
-
-def _as_prompt_list(prompts: PromptInput | Sequence[PromptInput]) -> list[PromptInput]:
-    if isinstance(prompts, str):
-        return [prompts]
-    prompts = list(prompts)
-    if prompts and all(isinstance(p, int) for p in prompts):
-        return [prompts]  # one prompt given as token ids
-    return prompts
-
-
-def _as_params_list(
-    params: SamplingParams | Sequence[SamplingParams] | None, num_prompts: int
-) -> list[SamplingParams]:
-    if params is None:
-        return [SamplingParams()] * num_prompts
-    if isinstance(params, SamplingParams):
-        return [params] * num_prompts
-    params = list(params)
-    if len(params) != num_prompts:
-        raise ValueError(f"got {len(params)} SamplingParams for {num_prompts} prompts; give one or one each")
-    for p in params:
-        if not isinstance(p, SamplingParams):
-            raise TypeError(f"expected SamplingParams, got {type(p).__name__}")
-    return params
-
-
-def _error_output(request_id: str, prompt: PromptInput, params: SamplingParams, error: str) -> RequestOutput:
-    return RequestOutput(
-        request_id=request_id,
-        prompt=prompt if isinstance(prompt, str) else None,
-        prompt_token_ids=[] if isinstance(prompt, str) else list(prompt),
-        outputs=[
-            CompletionOutput(index=i, text="", token_ids=[], finish_reason="error") for i in range(params.n)
-        ],
-        finished=True,
-        error=error,
-    )
