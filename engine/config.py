@@ -104,8 +104,17 @@ class EngineConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Grammar compilation (workers, caches, time and size limits) for structured output.
     grammar: CompilerConfig = field(default_factory=lambda: CompilerConfig(cache_dir=grammar_cache_dir()))
+    # Which grammar backend enforces response formats: "auto" (llguidance, falling back to
+    # outlines-core where llguidance refuses a spec), "llguidance" or "outlines".
+    grammar_backend: str = "auto"
+    # Append the tokens a grammar forces (keys, punctuation) without a model step per token.
+    jump_forward: bool = True
 
     def __post_init__(self) -> None:
+        _require(
+            self.grammar_backend in ("auto", "llguidance", "outlines"),
+            f"grammar_backend must be 'auto', 'llguidance' or 'outlines', got {self.grammar_backend!r}",
+        )
         _require(
             self.dtype in ("float32", "bfloat16", "float16"),
             f"dtype must be float32, bfloat16 or float16, got {self.dtype!r} (use float32 on CPU)",

@@ -81,9 +81,12 @@ class LLMEngine:
             max_num_seqs=sched.max_num_seqs,
             device=config.device,
             config=config.grammar,
+            backend=config.grammar_backend,
         )
         lora_weights, self.adapters = self._build_lora(dtype) if config.lora.enable else (None, None)
-        self.scheduler = Scheduler(sched, self.kv_cache, self.structured_output, self.adapters)
+        self.scheduler = Scheduler(
+            sched, self.kv_cache, self.structured_output, self.adapters, jump_forward=config.jump_forward
+        )
         self.runner = ModelRunner(
             self.model,
             self.arch,

@@ -79,6 +79,7 @@ class Request:
     detokenizer: IncrementalDetokenizer | None = None
     # Structured output: the resolved format, its compile Future, then the live automaton state.
     grammar_spec: GrammarSpec | None = None
+    grammar_backend: str | None = None  # the backend that prepared it ("llguidance", "outlines")
     grammar_future: Future | None = None
     grammar: GrammarState | None = None
 

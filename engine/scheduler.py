@@ -41,6 +41,8 @@ class Scheduler:
         kv_cache: KVCacheManager,
         structured_output: StructuredOutputManager | None = None,
         adapters: AdapterRegistry | None = None,
+        *,
+        jump_forward: bool = False,
     ) -> None:
         if config.max_model_len is None:
             raise ValueError("SchedulerConfig.max_model_len must be set: use config.resolved(model_max_len)")
@@ -51,6 +53,9 @@ class Scheduler:
         # preempted, so at most max_loras distinct adapters run in any step.
         self.adapters = adapters
         self.stop_checker = StopChecker(config.max_model_len)
+        # Append the tokens a grammar forces after each sampled one (not for requests that want
+        # logprobs: a forced token has none).
+        self.jump_forward = jump_forward
         self._by_priority = config.policy == "priority"
         self.requests: dict[str, Request] = {}
         self.running: list[Request] = []
@@ -250,21 +255,31 @@ class Scheduler:
             if token_id < 0:
                 self.finish(request, RequestStatus.FINISHED_ERROR, "no token is allowed at this point")
                 continue
-            if self.structured_output is not None and not self.structured_output.advance(request, token_id):
-                message = f"token {token_id} is not allowed by the request's grammar"
-                self.finish(request, RequestStatus.FINISHED_ERROR, message)
-                continue
-            request.append_output_token(token_id)
-            if request.logprobs is not None and logprobs is not None and logprobs[row] is not None:
-                request.logprobs.append(logprobs[row])
-            new_text = request.detokenizer.update([token_id]) if request.detokenizer is not None else ""
-            decision = self.stop_checker.check(request, len(new_text))
-            if decision is not None:
-                request.stop_reason = decision.stop_reason
-                if decision.text_end is not None:
-                    request.detokenizer.truncate(decision.text_end)
-                self.finish(request, decision.status)
+            self._append_token(request, token_id, logprobs[row] if logprobs is not None else None)
+            if self.jump_forward and request.grammar is not None and request.logprobs is None:
+                # Forced tokens join the request now; the next step computes their KV in one chunk.
+                for forced in request.grammar.forced_tokens() if not request.is_finished else ():
+                    self._append_token(request, forced, None)
+                    if request.is_finished:
+                        break
         return updated
+
+    def _append_token(self, request: Request, token_id: int, logprobs: dict | None) -> None:
+        """One token into the request: grammar, token list, logprobs, text, then the stop check."""
+        if self.structured_output is not None and not self.structured_output.advance(request, token_id):
+            message = f"token {token_id} is not allowed by the request's grammar"
+            self.finish(request, RequestStatus.FINISHED_ERROR, message)
+            return
+        request.append_output_token(token_id)
+        if request.logprobs is not None and logprobs is not None:
+            request.logprobs.append(logprobs)
+        new_text = request.detokenizer.update([token_id]) if request.detokenizer is not None else ""
+        decision = self.stop_checker.check(request, len(new_text))
+        if decision is not None:
+            request.stop_reason = decision.stop_reason
+            if decision.text_end is not None:
+                request.detokenizer.truncate(decision.text_end)
+            self.finish(request, decision.status)
 
 
 def _chunk(request: Request, start: int, num_new: int, block_ids: list[int]) -> ScheduledChunk:

@@ -1,11 +1,12 @@
 """StructuredOutputManager: the engine's side of the grammar seam.
 
-At intake it resolves a request's response format to a GrammarSpec (cached) and submits the
-regex to the compiler, which returns a Future; the scheduler calls ``activate`` so that requests
-whose grammar is still compiling wait without blocking others; each step it fills the bitmask rows
-of the constrained requests, and after sampling ``advance`` (the only caller of a grammar state's
-``accept_token``) moves their automata. Nothing here (no vocabulary, no worker process) is built
-until the first constrained request arrives."""
+At intake it resolves a request's response format to a GrammarSpec and has the chosen grammar
+backend prepare it (both cached; ``grammar/backends``: ``auto``, ``llguidance`` or ``outlines``),
+then submits the prepared grammar for compiling, which returns a Future. The scheduler calls
+``activate`` so that requests whose grammar is still compiling wait without blocking others; each
+step fills the bitmask rows of the constrained requests, and after sampling ``advance`` (the only
+caller of a grammar state's ``accept_token``) moves their automata. Nothing here (no vocabulary,
+no worker process) is built until the first constrained request arrives."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from typing import Any
 import torch
 
 from loomlm.engine.request import Request
+from loomlm.grammar.backends.base import BACKEND_NAMES, GrammarBackend, PreparedGrammar, prepare_with
+from loomlm.grammar.backends.llguidance import LlguidanceBackend
+from loomlm.grammar.backends.outlines import OutlinesBackend
 from loomlm.grammar.bitmask import TokenBitmask
-from loomlm.grammar.compiler import CompilerConfig, GrammarCompiler
+from loomlm.grammar.compiler import CompilerConfig
+from loomlm.grammar.json_schema import check_schema_size
 from loomlm.grammar.specs import GrammarSpec, JsonSchema, resolve_response_format
-from loomlm.grammar.state import IndexGrammarState
 from loomlm.grammar.vocabulary import TokenVocabulary
 
 _SPEC_CACHE_SIZE = 512
@@ -49,16 +53,20 @@ class StructuredOutputManager:
         max_num_seqs: int,
         device: torch.device | str = "cpu",
         config: CompilerConfig | None = None,
+        backend: str = "auto",
     ) -> None:
+        if backend not in BACKEND_NAMES:
+            raise ValueError(f"grammar_backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.max_num_seqs = max_num_seqs
         self.device = torch.device(device)
         self.config = config or CompilerConfig()
+        self.backend = backend
         self._vocabulary: TokenVocabulary | None = None
-        self._compiler: GrammarCompiler | None = None
+        self._backends: dict[str, GrammarBackend] = {}
         self._bitmask: TokenBitmask | None = None
-        self._specs: OrderedDict[Hashable, GrammarSpec] = OrderedDict()
+        self._resolved: OrderedDict[Hashable, tuple[GrammarSpec, PreparedGrammar]] = OrderedDict()
 
     @property
     def vocabulary(self) -> TokenVocabulary:
@@ -67,32 +75,39 @@ class StructuredOutputManager:
         return self._vocabulary
 
     @property
-    def compiler(self) -> GrammarCompiler:
-        if self._compiler is None:
-            self._compiler = GrammarCompiler(self.vocabulary, self.config)
-        return self._compiler
+    def backends(self) -> dict[str, GrammarBackend]:
+        """Both backends, built on first use (neither starts a worker before its first compile)."""
+        if not self._backends:
+            self._backends = {
+                "llguidance": LlguidanceBackend(self.tokenizer, self.vocab_size),
+                "outlines": OutlinesBackend(self.vocabulary, self.config),
+            }
+        return self._backends
 
     # -- intake -----------------------------------------------------------------------------------
-    def resolve(self, response_format: Any) -> GrammarSpec:
-        """The GrammarSpec of a response format; raises a GrammarError (ValueError) if unusable."""
+    def resolve(self, response_format: Any) -> tuple[GrammarSpec, PreparedGrammar]:
+        """The GrammarSpec of a response format, prepared by its backend; raises a GrammarError (a
+        RequestError) naming the problem if no backend can enforce it."""
         key = _format_key(response_format)
-        spec = self._specs.get(key) if key is not None else None
-        if spec is None:
+        resolved = self._resolved.get(key) if key is not None else None
+        if resolved is None:
             spec = resolve_response_format(response_format)
+            resolved = spec, prepare_with(self.backends, self.backend, spec)
             if key is not None:
-                self._specs[key] = spec
-                while len(self._specs) > _SPEC_CACHE_SIZE:
-                    self._specs.popitem(last=False)
+                self._resolved[key] = resolved
+                while len(self._resolved) > _SPEC_CACHE_SIZE:
+                    self._resolved.popitem(last=False)
         else:
-            self._specs.move_to_end(key)
-        return spec
+            self._resolved.move_to_end(key)
+        return resolved
 
     def attach(self, requests: Sequence[Request], response_format: Any) -> None:
         """Resolve the format and start compiling; the requests (n siblings) share one Future."""
-        spec = self.resolve(response_format)
-        future = self.compiler.submit(spec.regex, end_marker=spec.needs_end_marker)
+        spec, prepared = self.resolve(response_format)
+        future = self.backends[prepared.backend].submit(prepared)
         for request in requests:
             request.grammar_spec = spec
+            request.grammar_backend = prepared.backend
             request.grammar_future = future
 
     # -- scheduling -------------------------------------------------------------------------------
@@ -107,15 +122,8 @@ class StructuredOutputManager:
         if error is not None:
             logger.info("request %s: grammar compile failed: %s", request.request_id, error)
             return GrammarStatus.FAILED
-        compiled = future.result()
         # Built once, before the first token; preemption keeps it (recompute replays no tokens).
-        vocabulary = self.vocabulary
-        request.grammar = IndexGrammarState(
-            compiled.index,
-            vocabulary.eos_token_id,
-            vocabulary.end_marker_token_id,
-            uses_end_marker=compiled.uses_end_marker,
-        )
+        request.grammar = self.backends[request.grammar_backend].new_state(future.result())
         return GrammarStatus.READY
 
     @staticmethod
@@ -151,8 +159,8 @@ class StructuredOutputManager:
         return request.grammar is None or request.grammar.accept_token(token_id)
 
     def close(self) -> None:
-        if self._compiler is not None:
-            self._compiler.close()
+        for backend in self._backends.values():
+            backend.close()
 
 
 def _format_key(response_format: Any) -> Hashable | None:
@@ -165,6 +173,7 @@ def _format_key(response_format: Any) -> Hashable | None:
                 return None
             return ("options", inner, fmt.strict, fmt.whitespace, fmt.indent, fmt.max_recursion_depth)
         if isinstance(fmt, dict):
+            check_schema_size(fmt)  # a shared sub-dict would repeat in the JSON text: bound it first
             return ("schema", json.dumps(fmt, separators=(",", ":")))
         hash(fmt)
     except TypeError:

@@ -21,6 +21,7 @@ from typing import Any
 
 from loomlm.grammar.disk_cache import GrammarDiskCache
 from loomlm.grammar.errors import GrammarCompileError
+from loomlm.grammar.schema_options import DEFAULT_MAX_REGEX_LEN
 from loomlm.grammar.vocabulary import END_MARKER, TokenVocabulary
 from loomlm.grammar.worker_pool import CompileWorker
 
@@ -33,7 +34,7 @@ class CompilerConfig:
     memory_cache_size: int = 256
     cache_dir: Path | None = None  # None: no disk cache
     timeout_s: float = 30.0
-    max_regex_len: int = 200_000
+    max_regex_len: int = DEFAULT_MAX_REGEX_LEN
     memory_limit_bytes: int | None = 4 << 30
 
     def __post_init__(self) -> None:

@@ -37,3 +37,14 @@ class InvalidRegexError(GrammarError):
 
 class GrammarCompileError(GrammarError):
     """Compilation failed, ran past its time limit or grew past its size limit."""
+
+
+class GrammarTooLargeError(GrammarCompileError):
+    """A response format past a size or nesting limit, found before the memory is spent: ``what``
+    reached ``size`` at JSON Pointer ``pointer``, over ``limit``; ``advice`` says what to do."""
+
+    def __init__(self, what: str, size: int, limit: int, pointer: str, advice: str) -> None:
+        self.size = size
+        self.limit = limit
+        self.pointer = pointer
+        super().__init__(f"{what} reached {size} at {pointer or '/'}, over the limit of {limit}; {advice}")

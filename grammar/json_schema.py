@@ -24,14 +24,23 @@ from __future__ import annotations
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from loomlm.grammar.errors import InvalidSchemaError
+from loomlm.grammar.errors import GrammarCompileError, InvalidSchemaError
+from loomlm.grammar.schema_budget import TranslationBudget
 from loomlm.grammar.schema_layout import Layout, any_value_regex
+from loomlm.grammar.schema_limits import check_schema_limits
 from loomlm.grammar.schema_options import DroppedKeyword, SchemaOptions, SchemaRegex
 from loomlm.grammar.schema_translator import SchemaTranslator
 
 DEFAULT_OPTIONS = SchemaOptions()  # frozen, so sharing one default is safe
 
-__all__ = ["DroppedKeyword", "SchemaOptions", "SchemaRegex", "json_value_regex", "schema_to_regex"]
+__all__ = [
+    "DroppedKeyword",
+    "SchemaOptions",
+    "SchemaRegex",
+    "check_schema_size",
+    "json_value_regex",
+    "schema_to_regex",
+]
 
 
 def _layout(options: SchemaOptions) -> Layout:
@@ -42,28 +51,49 @@ def schema_to_regex(schema: dict | bool, options: SchemaOptions = DEFAULT_OPTION
     """Translate a draft 2020-12 JSON Schema (a dict or a bool, not JSON text) into a regex.
 
     Raises ``InvalidSchemaError`` for a malformed schema (checked against the 2020-12 meta-schema,
-    dangling ``$ref`` ...), ``UnsupportedSchemaError`` (strict) for a keyword that cannot be enforced.
+    dangling ``$ref`` ...), ``UnsupportedSchemaError`` (strict) for a keyword that cannot be enforced,
+    ``GrammarTooLargeError`` (a ``GrammarCompileError``) for a schema past ``options.max_schema_nodes`` or
+    nested too deep (before anything else reads it) or whose regex would pass ``options.max_regex_len``
+    (checked as the regex grows, before the memory is spent).
     """
     if not isinstance(options, SchemaOptions):
         raise TypeError(f"options must be a SchemaOptions, got {type(options).__name__}")
     if not isinstance(schema, (dict, bool)):
         raise InvalidSchemaError(f"a schema must be a dict or a bool, got {type(schema).__name__}")
+    check_schema_size(schema, options)
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        pointer = "".join(f"/{token}" for token in exc.path)
-        raise InvalidSchemaError(exc.message, pointer) from None
-    translator = SchemaTranslator(schema, options)
-    regex = translator.translate(schema, "", _layout(options))
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            pointer = "".join(f"/{token}" for token in exc.path)
+            raise InvalidSchemaError(exc.message, pointer) from None
+        except OverflowError as exc:  # Python's re, reading a pattern's repetition count
+            raise InvalidSchemaError(f"a pattern cannot be read by Python's re: {exc}") from None
+        translator = SchemaTranslator(schema, options)
+        regex = translator.translate(schema, "", _layout(options))
+    except RecursionError:  # a backstop: schema_limits and schema_budget keep well inside the stack
+        raise GrammarCompileError(
+            "the JSON Schema nests too deeply to translate (Python's recursion limit was reached); flatten "
+            "the schema (use $defs and $ref), lower max_recursion_depth or use the llguidance backend"
+        ) from None
     if regex is None:
         raise InvalidSchemaError("no JSON value satisfies this schema")
-    return SchemaRegex(regex=regex, dropped=translator.dropped)
+    return SchemaRegex(regex=str(regex), dropped=translator.dropped)
+
+
+def check_schema_size(schema: object, options: SchemaOptions = DEFAULT_OPTIONS) -> None:
+    """Refuse (``GrammarTooLargeError``) a schema document with more than ``options.max_schema_nodes``
+    nodes, nested deeper than ``schema_limits.MAX_SCHEMA_DEPTH`` or with a too deeply nested pattern.
+    Iterative and cheap: call it before anything recursive (``check_schema``, ``json.dumps``) reads
+    a schema from a user."""
+    check_schema_limits(schema, options.max_schema_nodes)
 
 
 def json_value_regex(max_depth: int = 4, options: SchemaOptions = DEFAULT_OPTIONS) -> str:
     """Any JSON value whose arrays/objects nest at most ``max_depth`` deep (0 = scalars only)."""
     if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 <= max_depth <= 8:
         raise ValueError(
-            f"max_depth must be an int in [0, 8] (the regex doubles per level), got {max_depth!r}"
+            f"max_depth must be an int in [0, 8] (the regex grows 4x per level), got {max_depth!r}"
         )
-    return any_value_regex(_layout(options), max_depth)
+    budget = TranslationBudget(options.max_regex_len, "lower max_depth (each level holds 4 of the one below)")
+    return any_value_regex(_layout(options), max_depth, budget.check)

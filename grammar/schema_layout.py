@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loomlm.grammar.schema_strings import STRING_REGEX, escape_literal
@@ -86,14 +87,17 @@ class Layout:
         return escape_literal(text)
 
 
-def any_value_regex(layout: Layout, max_depth: int) -> str:
-    """Any JSON value whose containers nest at most ``max_depth`` deep (0 = scalars only)."""
+def any_value_regex(layout: Layout, max_depth: int, check: Callable[[int], None] | None = None) -> str:
+    """Any JSON value whose containers nest at most ``max_depth`` deep (0 = scalars only). Each level
+    holds the one below four times; ``check`` is told each level's size before it is built."""
     scalars = [STRING_REGEX, NUMBER_REGEX, BOOLEAN_REGEX, NULL_REGEX]
     if max_depth <= 0:
         return "(?:" + "|".join(scalars) + ")"
     inner_layout = layout.deeper()
-    inner = any_value_regex(inner_layout, max_depth - 1)
+    inner = any_value_regex(inner_layout, max_depth - 1, check)
     sep = layout.item_sep
+    if check is not None:
+        check(4 * (len(inner) + len(STRING_REGEX) + len(sep)) + 2 * len(inner_layout.item_sep) + 300)
     array_body = f"{inner}(?:{sep}{inner})*"
     member = f"{STRING_REGEX}{layout.key_sep}{inner}"
     object_body = f"{member}(?:{sep}{member})*"

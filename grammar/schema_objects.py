@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from loomlm.grammar.schema_layout import Layout, alternation
-from loomlm.grammar.schema_strings import escape_literal, quantified
+from loomlm.grammar.schema_budget import TranslationBudget
+from loomlm.grammar.schema_layout import Layout
+from loomlm.grammar.schema_strings import escape_literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +28,15 @@ class Member:
 
 
 def object_regex(
+    budget: TranslationBudget,
     layout: Layout,
     members: list[Member],
     extra: tuple[str, str] | None,
     max_extra: int | None = None,
     allow_empty: bool = True,
 ) -> str | None:
-    """An object with ``members`` then up to ``max_extra`` members ``extra`` = (key regex, value regex)."""
+    """An object with ``members`` then up to ``max_extra`` members ``extra`` = (key regex, value regex).
+    Every piece is combined through ``budget``, so an oversize object stops before it is built."""
     items: list[tuple[str, bool]] = []  # (member regex, required)
     for member in members:
         if member.value is None:
@@ -41,37 +44,45 @@ def object_regex(
                 return None
             continue
         key = escape_literal(json.dumps(member.name, ensure_ascii=False))
-        items.append((f"{key}{layout.key_sep}{member.value}", member.required))
+        items.append((budget.concat(key, layout.key_sep, member.value), member.required))
     extra_item = None
     if extra is not None and (max_extra is None or max_extra > 0):
-        extra_item = f"{extra[0]}{layout.key_sep}{extra[1]}"
+        extra_item = budget.concat(extra[0], layout.key_sep, extra[1])
     sep = layout.item_sep
     extra_tail = ""
     if extra_item is not None:
-        extra_tail = quantified(f"(?:{sep}{extra_item})", 0, max_extra)
-    bodies: list[str] = []
+        extra_tail = budget.repeat(budget.concat("(?:", sep, extra_item, ")"), 0, max_extra)
+    bodies = budget.alternatives()
     first_required = next((i for i, (_, req) in enumerate(items) if req), None)
     if first_required is not None:
-        body = "".join(f"(?:{item}{sep})?" for item, _ in items[:first_required])
-        body += items[first_required][0]
+        parts = []
+        for item, _ in items[:first_required]:
+            parts += ["(?:", item, sep, ")?"]
+        parts.append(items[first_required][0])
         for item, required in items[first_required + 1 :]:
-            body += f"{sep}{item}" if required else f"(?:{sep}{item})?"
-        bodies.append(body + extra_tail)
+            parts += [sep, item] if required else ["(?:", sep, item, ")?"]
+        bodies.add(budget.concat(*parts, extra_tail))
         allow_empty = False
     else:
+        # One body per "first emitted property": quadratic in the number of optional properties.
+        optional = [budget.concat("(?:", sep, item, ")?") for item, _ in items]
         for index, (item, _) in enumerate(items):
-            rest = "".join(f"(?:{sep}{other})?" for other, _ in items[index + 1 :])
-            bodies.append(item + rest + extra_tail)
+            bodies.add(budget.concat(item, *optional[index + 1 :], extra_tail))
         if extra_item is not None:
-            first_extra = quantified(
-                f"(?:{sep}{extra_item})", 0, None if max_extra is None else max_extra - 1
+            first_extra = budget.repeat(
+                budget.concat("(?:", sep, extra_item, ")"), 0, None if max_extra is None else max_extra - 1
             )
-            bodies.append(extra_item + first_extra)
-    return layout.container("{", alternation(bodies), "}", allow_empty)
+            bodies.add(budget.concat(extra_item, first_extra))
+    return budget.container(layout, "{", bodies.regex(), "}", allow_empty)
 
 
 def array_regex(
-    layout: Layout, prefix: list[str | None], rest: str | None, min_items: int, max_items: int | None
+    budget: TranslationBudget,
+    layout: Layout,
+    prefix: list[str | None],
+    rest: str | None,
+    min_items: int,
+    max_items: int | None,
 ) -> str | None:
     """An array whose item ``i`` matches ``prefix[i]``, later items ``rest``, length in [min, max]."""
     # A position whose schema is impossible caps the length below it.
@@ -93,14 +104,14 @@ def array_regex(
     if rest is not None and (max_items is None or max_items > k):
         low = max(min_items - k, 0)
         high = None if max_items is None else max_items - k
+        following = budget.concat("(?:", sep, rest, ")")
         if k == 0:
-            tail = rest + quantified(f"(?:{sep}{rest})", max(low - 1, 0), None if high is None else high - 1)
-            body = tail
-            return layout.container("[", body, "]", allow_empty=min_items == 0)
-        tail = quantified(f"(?:{sep}{rest})", low, high)
+            repeated = budget.repeat(following, max(low - 1, 0), None if high is None else high - 1)
+            return budget.container(layout, "[", budget.concat(rest, repeated), "]", min_items == 0)
+        tail = budget.repeat(following, low, high)
     stop = k if max_items is None else min(k, max_items)
     for index in range(stop - 1, -1, -1):
         lead = "" if index == 0 else sep
-        segment = f"{lead}{prefix[index]}{tail}"
-        tail = segment if index < min_items or index == 0 else f"(?:{segment})?"
-    return layout.container("[", tail, "]", allow_empty=min_items == 0)
+        segment = budget.concat(lead, prefix[index], tail)
+        tail = segment if index < min_items or index == 0 else budget.concat("(?:", segment, ")?")
+    return budget.container(layout, "[", tail, "]", min_items == 0)

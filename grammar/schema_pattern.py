@@ -11,95 +11,31 @@ anchors inside the pattern and flags raise :class:`PatternError`.
 
 from __future__ import annotations
 
-import json
+import sys
 
-from loomlm.grammar.schema_strings import STRING_CHAR, escape_literal, quantified
+from loomlm.grammar.schema_budget import TranslationBudget, expanded_size, running_total, sized
+from loomlm.grammar.schema_charsets import (
+    CONTROL_ESCAPES,
+    DOT_EXCLUDED,
+    SHORTHANDS,
+    PatternError,
+    charset_regex,
+    negate_ranges,
+    normalize_ranges,
+)
+from loomlm.grammar.schema_limits import MAX_PATTERN_NESTING
+from loomlm.grammar.schema_strings import STRING_CHAR
 
-_MAX_CODE = 0x10FFFF
-# U+10FFFF is left out: the grammar compiler uses it as the end-of-text marker (see schema_strings).
-_UNIVERSE = [(0, 0xD7FF), (0xE000, _MAX_CODE - 1)]
-_ASCII = [(0, 0x7F)]
-_DIGIT = [(0x30, 0x39)]
-_WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
-# ECMA whitespace that Python's \s also matches (U+FEFF is ECMA-only; U+001C-U+001F are Python-only).
-_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029)]
-_SPACE += [(0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)]
-_PY_ASCII_SPACE = [(0x09, 0x0D), (0x1C, 0x20)]
-_DOT_EXCLUDED = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]
-_CONTROL_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B}
+__all__ = ["PatternError", "translate_pattern"]
 
-
-class PatternError(ValueError):
-    """A pattern construct that cannot be translated faithfully."""
-
-
-def _normalize(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return _intersect(out, _UNIVERSE) if out else out
-
-
-def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    return [(max(x, y), min(p, q)) for x, p in a for y, q in b if max(x, y) <= min(p, q)]
-
-
-def _negate(
-    ranges: list[tuple[int, int]], within: list[tuple[int, int]] = _UNIVERSE
-) -> list[tuple[int, int]]:
-    gaps, start = [], 0
-    for lo, hi in _normalize(ranges):
-        if lo > start:
-            gaps.append((start, lo - 1))
-        start = hi + 1
-    if start <= _MAX_CODE:
-        gaps.append((start, _MAX_CODE))
-    return _intersect(gaps, within)
-
-
-_SHORTHANDS = {
-    "d": _DIGIT,
-    "w": _WORD,
-    "s": _SPACE,
-    "D": _negate(_DIGIT, _ASCII),
-    "W": _negate(_WORD, _ASCII),
-    "S": _negate(_PY_ASCII_SPACE, _ASCII),
-}
-
-
-def _code_point(code: int) -> str:
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def charset_regex(ranges: list[tuple[int, int]]) -> str:
-    """The canonical JSON spellings of the characters in ``ranges``, as one regex group."""
-    special = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
-    plain = _intersect(_normalize(ranges), _negate(special))
-    options = []
-    if plain:
-        options.append(
-            "["
-            + "".join(_code_point(lo) + ("" if lo == hi else "-" + _code_point(hi)) for lo, hi in plain)
-            + "]"
-        )
-    for lo, hi in _intersect(_normalize(ranges), special):
-        # A quote is spelled \u0022 (see schema_strings.COUNTED_CHAR), the others as json.dumps does.
-        options += [
-            escape_literal(json.dumps(chr(c))[1:-1] if c != 0x22 else "\\u0022") for c in range(lo, hi + 1)
-        ]
-    if not options:
-        raise PatternError("the pattern has a character class that matches nothing")
-    return options[0] if len(options) == 1 else "(?:" + "|".join(options) + ")"
+_FREE = sized(f"{STRING_CHAR}*", expanded_size(f"{STRING_CHAR}*"))  # an unanchored end
 
 
 class _Parser:
     """Recursive descent over one ECMA pattern; nodes are tuples, see ``_emit``."""
 
     def __init__(self, text: str) -> None:
-        self._text, self._pos = text, 0
+        self._text, self._pos, self._depth = text, 0, 0
 
     def _peek(self, ahead: int = 0) -> str:
         index = self._pos + ahead
@@ -157,6 +93,8 @@ class _Parser:
             raise PatternError("'{,n}' is a quantifier in Python but a literal in ECMA")
         if not low.isdigit() or (high and not high.isdigit()):
             return None  # not a quantifier: "{" is a literal character
+        if len(low) > 9 or len(high) > 9:
+            raise PatternError("a repetition count over 999999999 is not supported")
         self._pos = end + 1
         return int(low), (int(high) if high else None) if comma else int(low)
 
@@ -170,14 +108,18 @@ class _Parser:
                     self._pos = self._text.index(">", self._pos) + 1  # a named group is a plain group
                 else:
                     raise PatternError("lookaround assertions and inline flags are not supported")
+            self._depth += 1
+            if self._depth > MAX_PATTERN_NESTING:
+                raise PatternError(f"groups nest more than {MAX_PATTERN_NESTING} deep")
             inner = self._alternatives()
             if self._next() != ")":
                 raise PatternError("missing ')'")
+            self._depth -= 1
             return ("alt", inner)
         if char in "^$":
             return ("anchor", char)
         if char == ".":
-            return ("set", _negate(_DOT_EXCLUDED))
+            return ("set", negate_ranges(DOT_EXCLUDED))
         if char == "[":
             return ("set", self._class())
         if char == "{":
@@ -220,14 +162,14 @@ class _Parser:
                     raise PatternError("invalid range in a character class")
                 item = [(item[0][0], high[0][0])]
             ranges += item
-        return _negate(ranges) if negated else _normalize(ranges)
+        return negate_ranges(ranges) if negated else normalize_ranges(ranges)
 
     def _escape(self, in_class: bool) -> list[tuple[int, int]]:
         char = self._next()
-        if char in _SHORTHANDS:
-            return _SHORTHANDS[char]
-        if char in _CONTROL_ESCAPES:
-            return [(_CONTROL_ESCAPES[char],) * 2]
+        if char in SHORTHANDS:
+            return SHORTHANDS[char]
+        if char in CONTROL_ESCAPES:
+            return [(CONTROL_ESCAPES[char],) * 2]
         if char == "b" and in_class:
             return [(0x08, 0x08)]
         if char == "0" and not self._peek().isdigit():
@@ -247,48 +189,63 @@ class _Parser:
         return [(ord(char), ord(char))]
 
 
-def _emit(node: tuple) -> tuple[str, int, int | None]:
-    """(regex, min chars, max chars or None) of one node."""
+def _emit(node: tuple, budget: TranslationBudget) -> tuple[str, int, int | None]:
+    """(regex, min chars, max chars or None) of one node, combined through ``budget``."""
     kind = node[0]
     if kind == "set":
         return charset_regex(node[1]), 1, 1
     if kind == "anchor":
         raise PatternError("anchors are only supported at the start or end of the pattern")
     if kind == "rep":
-        regex, low, high = _emit(node[1])
+        regex, low, high = _emit(node[1], budget)
         top = None if node[3] is None or high is None else high * node[3]
-        return quantified(f"(?:{regex})", node[2], node[3]), low * node[2], top
-    return _emit_alternatives(node[1])
+        return budget.repeat(budget.concat("(?:", regex, ")"), node[2], node[3]), low * node[2], top
+    return _emit_alternatives(node[1], budget)
 
 
-def _emit_alternatives(alternatives: list) -> tuple[str, int, int | None]:
-    parts = [_emit_sequence(items) for items in alternatives]
+def _alternation(regexes: list[str], budget: TranslationBudget) -> str:
+    """``(?:a|b|...)`` (duplicates kept), or the one regex."""
+    if len(regexes) == 1:
+        return regexes[0]
+    parts = ["(?:"]
+    for regex in regexes:
+        parts += [regex, "|"]
+    parts[-1] = ")"
+    return budget.concat(*parts)
+
+
+def _emit_alternatives(alternatives: list, budget: TranslationBudget) -> tuple[str, int, int | None]:
+    parts = [_emit_sequence(items, budget) for items in alternatives]
     high = None if any(p[2] is None for p in parts) else max(p[2] for p in parts)
-    regex = parts[0][0] if len(parts) == 1 else "(?:" + "|".join(p[0] for p in parts) + ")"
-    return regex, min(p[1] for p in parts), high
+    return _alternation([p[0] for p in parts], budget), min(p[1] for p in parts), high
 
 
-def _emit_sequence(items: list) -> tuple[str, int, int | None]:
-    regex, low, high = "", 0, 0
+def _emit_sequence(items: list, budget: TranslationBudget) -> tuple[str, int, int | None]:
+    regexes, low, high = [], 0, 0
+    add = running_total(budget)
     for item in items:
-        part, part_low, part_high = _emit(item)
-        regex, low = regex + part, low + part_low
+        part, part_low, part_high = _emit(item, budget)
+        regexes.append(part)
+        add(part)
+        low += part_low
         high = None if high is None or part_high is None else high + part_high
-    return regex, low, high
+    return budget.concat(*regexes), low, high
 
 
-def translate_pattern(pattern: str) -> tuple[str, int, int | None]:
-    """(regex of the JSON string content, min chars, max chars or None) for an unanchored pattern."""
+def translate_pattern(pattern: str, budget: TranslationBudget | None = None) -> tuple[str, int, int | None]:
+    """(regex of the JSON string content, min chars, max chars or None) for an unanchored pattern.
+    The regex grows through ``budget`` (default: unlimited), so an oversize one is never built."""
+    budget = budget or TranslationBudget(sys.maxsize)
     parts = []
+    add = running_total(budget)
     for items in _Parser(pattern).parse():
         anchored_start = bool(items) and items[0] == ("anchor", "^")
         items = items[1:] if anchored_start else items
         anchored_end = bool(items) and items[-1] == ("anchor", "$")
         items = items[:-1] if anchored_end else items
-        regex, low, high = _emit_sequence(items)
-        free = f"{STRING_CHAR}*"
-        regex = ("" if anchored_start else free) + regex + ("" if anchored_end else free)
+        regex, low, high = _emit_sequence(items, budget)
+        regex = budget.concat("" if anchored_start else _FREE, regex, "" if anchored_end else _FREE)
         parts.append((regex, low, high if anchored_start and anchored_end else None))
+        add(regex)
     high = None if any(p[2] is None for p in parts) else max(p[2] for p in parts)
-    regex = parts[0][0] if len(parts) == 1 else "(?:" + "|".join(p[0] for p in parts) + ")"
-    return regex, min(p[1] for p in parts), high
+    return _alternation([p[0] for p in parts], budget), min(p[1] for p in parts), high

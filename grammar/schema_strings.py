@@ -51,14 +51,6 @@ def escape_literal(text: str) -> str:
     return "".join(out)
 
 
-def string_regex(min_length: int = 0, max_length: int | None = None) -> str | None:
-    if max_length is not None and max_length < min_length:
-        return None
-    if min_length == 0 and max_length is None:
-        return STRING_REGEX
-    return '"' + quantified(COUNTED_CHAR, min_length, max_length) + '"'
-
-
 def _alt(*options: str) -> str:
     return "(?:" + "|".join(options) + ")"
 
@@ -139,23 +131,51 @@ def property_name_regex(excluded: list[str]) -> str:
     return '"' + _complement(sorted(set(excluded))) + '"'
 
 
+def property_name_regex_size(excluded: list[str]) -> int:
+    """An upper bound of ``len(property_name_regex(excluded))``, known before it is built: each node of
+    the trie of names costs at most ~50 characters plus ~12 per child (a class entry, its literal)."""
+    return max(len(STRING_REGEX), 80 * (sum(len(name) for name in set(excluded)) + 1))
+
+
 def _complement(words: list[str]) -> str:
-    """Raw-character strings that are not in ``words`` (built over the trie of ``words``)."""
-    options = [] if "" in words else [""]
-    children: dict[str, list[str]] = {}
+    """Raw-character strings that are not in ``words``, built over the trie of ``words`` (sorted).
+
+    Iterative: a name thousands of characters long is a trie that deep. Each trie node gives
+    ``(?:|[^excluded first chars]RAW*|c1(child1)|c2(child2)...)``; the empty option only when no word
+    ends there, the ``RAW+`` option instead of the class when no word goes on."""
+    root: dict = {}
     for word in words:
-        if word:
-            children.setdefault(word[0], []).append(word[1:])
-    if children:
-        excluded_class = "".join(_class_char(ch) for ch in children)
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[None] = True  # a word ends here
+    stack = [_start(root)]
+    while True:
+        node, options, pending = stack[-1]
+        if pending:
+            ch = pending.pop()
+            options.append(escape_literal(ch))  # the child's regex is appended to this entry
+            stack.append(_start(node[ch]))
+            continue
+        regex = "(?:" + "|".join(options) + ")"
+        stack.pop()
+        if not stack:
+            return regex
+        stack[-1][1][-1] += regex
+
+
+def _start(node: dict) -> tuple[dict, list[str], list[str]]:
+    """A trie node's frame: (node, its options so far, the children still to expand, last first)."""
+    chars = [ch for ch in node if ch is not None]
+    options = [] if None in node else [""]
+    if chars:
+        excluded_class = "".join(_class_char(ch) for ch in chars)
         options.append(f'[^"\\\\\\x00-\\x1f\\U0010ffff{excluded_class}]{RAW_CHAR}*')
-        for ch, rests in children.items():
-            if ord(ch) < 0x20 or ch in '"\\':
-                continue  # such a name can never be spelled with raw characters: nothing to exclude
-            options.append(escape_literal(ch) + _complement(rests))
     else:
         options.append(f"{RAW_CHAR}+")
-    return "(?:" + "|".join(options) + ")"
+    # Such a name can never be spelled with raw characters: nothing to exclude below it.
+    pending = [ch for ch in chars if not (ord(ch) < 0x20 or ch in '"\\')]
+    return node, options, pending[::-1]
 
 
 def _class_char(ch: str) -> str:

@@ -5,6 +5,8 @@ Each schema object is first *flattened*: ``$ref`` targets and ``allOf`` members 
 which are distributed over the rest. ``enum``/``const`` are handled exactly by filtering their values with
 jsonschema against the original schema object; otherwise the regex is the union, over the allowed types,
 of what each type's keywords allow (``schema_types``). ``None`` stands for the empty language.
+Every combination of sub-regexes goes through ``self.budget`` (``schema_budget``), which also bounds the
+nesting of translator steps: an oversize or too deep translation stops before its memory is spent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import referencing.exceptions
 from jsonschema import Draft202012Validator
 
 from loomlm.grammar.errors import UnsupportedSchemaError
-from loomlm.grammar.schema_layout import Layout, alternation, any_value_regex
+from loomlm.grammar.schema_budget import TranslationBudget
+from loomlm.grammar.schema_layout import Layout, any_value_regex
 from loomlm.grammar.schema_merge import ANY_OF_GROUPS, ORIGINS, merge, type_set, value_key
 from loomlm.grammar.schema_options import DroppedKeyword, SchemaOptions
 from loomlm.grammar.schema_refs import RefResolver
@@ -43,6 +46,8 @@ class SchemaTranslator:
         self._refs = RefResolver(root, options.max_recursion_depth)
         self._dropped: dict[tuple[str, str], DroppedKeyword] = {}
         self._validator = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        self.budget = TranslationBudget(options.max_regex_len)
+        self._any_values: dict[Layout, str] = {}
         self._types = TypeBuilders(self)
 
     @property
@@ -66,7 +71,9 @@ class SchemaTranslator:
         return _ptr(flat.get(ORIGINS, {}).get(keyword, ""), keyword)
 
     def any_value(self, layout: Layout) -> str:
-        return any_value_regex(layout, ANY_VALUE_DEPTH)
+        if layout not in self._any_values:
+            self._any_values[layout] = self.budget.leaf(any_value_regex(layout, ANY_VALUE_DEPTH))
+        return self._any_values[layout]
 
     def translate(self, node: object, pointer: str, layout: Layout) -> str | None:
         """The regex of ``node`` at ``pointer``, laid out at ``layout``; None = no value matches."""
@@ -75,10 +82,12 @@ class SchemaTranslator:
         if node is False:
             return None
         entered: list[str] = []
+        self.budget.enter(pointer)
         try:
             flat = self._flatten(node, pointer, entered)
             return None if flat is None else self._translate_flat(flat, node, layout)
         finally:
+            self.budget.leave()
             for target in entered:
                 self._refs.leave(target)
 
@@ -109,7 +118,11 @@ class SchemaTranslator:
                 members.append((schema, target[1:]))
         members += [(sub, _ptr(pointer, "allOf", i)) for i, sub in enumerate(node.get("allOf", []))]
         for sub, sub_pointer in members:
-            sub_flat = self._flatten(sub, sub_pointer, entered)
+            self.budget.enter(sub_pointer)  # $ref and allOf chains nest here
+            try:
+                sub_flat = self._flatten(sub, sub_pointer, entered)
+            finally:
+                self.budget.leave()
             if sub_flat is None:
                 return None
             flat = merge(flat, sub_flat, self.refuse)
@@ -140,14 +153,12 @@ class SchemaTranslator:
         if "if" in flat and ("then" in flat or "else" in flat):
             self.refuse("if", self.keyword_pointer(flat, "if"), "conditional schemas are not supported")
         types = type_set(flat)
-        options = []
+        options = self.budget.alternatives()
         for type_name in ("null", "boolean", "integer", "number", "string", "array", "object"):
             if type_name not in types or (type_name == "integer" and "number" in types):
                 continue
-            regex = self._types.build(type_name, flat, layout)
-            if regex is not None:
-                options.append(regex)
-        return alternation(options)
+            options.add(self._types.build(type_name, flat, layout))
+        return options.regex()
 
     def _finite_values(self, flat: dict, origin: dict, layout: Layout) -> str | None:
         """Values listed by enum/const, kept when jsonschema accepts them against the whole schema."""
@@ -162,7 +173,10 @@ class SchemaTranslator:
         except referencing.exceptions.Unresolvable:
             self.refuse("enum", self.keyword_pointer(flat, "enum"), "the schema has unresolvable references")
             kept = values
-        return alternation([layout.literal(v) for v in kept])
+        options = self.budget.alternatives()
+        for value in kept:
+            options.add(layout.literal(value))
+        return options.regex()
 
     def _distribute(self, flat: dict, origin: dict, layout: Layout) -> str | None:
         """``rest AND anyOf[b1, b2..]`` = ``anyOf[rest AND b1, rest AND b2 ..]``."""
@@ -170,17 +184,17 @@ class SchemaTranslator:
         rest = {**flat, ANY_OF_GROUPS: later}
         if kind == "oneOf" and not self._types.pairwise_disjoint(branches):
             self.refuse("oneOf", pointer, "its branches may overlap, so 'exactly one' cannot be enforced")
-        options = []
+        options = self.budget.alternatives()
         for index, branch in enumerate(branches):
             entered: list[str] = []
+            self.budget.enter(_ptr(pointer, index))  # each later anyOf group nests one step deeper
             try:
                 branch_flat = self._flatten(branch, _ptr(pointer, index), entered)
                 if branch_flat is None:
                     continue
-                regex = self._translate_flat(merge(rest, branch_flat, self.refuse), origin, layout)
+                options.add(self._translate_flat(merge(rest, branch_flat, self.refuse), origin, layout))
             finally:
+                self.budget.leave()
                 for target in entered:
                     self._refs.leave(target)
-            if regex is not None:
-                options.append(regex)
-        return alternation(options)
+        return options.regex()

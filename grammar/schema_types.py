@@ -12,17 +12,31 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from loomlm.grammar.regex_ranges import integer_range_regex, number_range_regex
+from loomlm.grammar.schema_budget import expanded_size, running_total, sized
 from loomlm.grammar.schema_layout import BOOLEAN_REGEX, INTEGER_REGEX, NULL_REGEX, NUMBER_REGEX, Layout
 from loomlm.grammar.schema_merge import ANNOTATIONS, ORIGINS, merge, type_set, value_key
 from loomlm.grammar.schema_objects import Member, array_regex, object_regex
 from loomlm.grammar.schema_pattern import PatternError, translate_pattern
-from loomlm.grammar.schema_strings import FORMATS, UNSUPPORTED_FORMATS, property_name_regex, string_regex
+from loomlm.grammar.schema_strings import (
+    COUNTED_CHAR,
+    FORMATS,
+    STRING_REGEX,
+    UNSUPPORTED_FORMATS,
+    property_name_regex,
+    property_name_regex_size,
+)
 
 if TYPE_CHECKING:
     from loomlm.grammar.schema_translator import SchemaTranslator
 
 _OBJECT_UNSUPPORTED = ("patternProperties", "propertyNames", "dependentRequired", "dependentSchemas")
 _STRING_UNSUPPORTED = ("contentEncoding", "contentSchema")
+# Leaf regexes with their sizes (counted repetitions expanded), for the translation budget.
+_STRING = sized(STRING_REGEX, expanded_size(STRING_REGEX))
+_COUNTED_CHAR = sized(COUNTED_CHAR, expanded_size(COUNTED_CHAR))
+_FORMATS = {
+    name: (sized(regex, expanded_size(regex)), low, high) for name, (regex, low, high) in FORMATS.items()
+}
 
 
 def _escape_token(name: str) -> str:
@@ -34,6 +48,7 @@ class TypeBuilders:
 
     def __init__(self, translator: SchemaTranslator) -> None:
         self._tr = translator
+        self._budget = translator.budget
 
     def build(self, type_name: str, flat: dict, layout: Layout) -> str | None:
         if type_name == "null":
@@ -41,7 +56,8 @@ class TypeBuilders:
         if type_name == "boolean":
             return BOOLEAN_REGEX
         if type_name in ("integer", "number"):
-            return self._number(flat, type_name == "integer")
+            regex = self._number(flat, type_name == "integer")
+            return None if regex is None else self._budget.leaf(regex)
         if type_name == "string":
             return self._string(flat)
         if type_name == "array":
@@ -93,8 +109,8 @@ class TypeBuilders:
         min_length, max_length = _count(flat, "minLength", 0), _count(flat, "maxLength", None)
         content = None
         fmt = flat.get("format")
-        if fmt in FORMATS:
-            content = FORMATS[fmt]
+        if fmt in _FORMATS:
+            content = _FORMATS[fmt]
         elif fmt in UNSUPPORTED_FORMATS:
             self._tr.refuse(
                 "format", self._tr.keyword_pointer(flat, "format"), f"format {fmt!r} is not supported"
@@ -106,11 +122,15 @@ class TypeBuilders:
                 )
             else:
                 try:
-                    content = translate_pattern(flat["pattern"])
+                    content = translate_pattern(flat["pattern"], self._budget)
                 except PatternError as exc:
                     self._tr.refuse("pattern", self._tr.keyword_pointer(flat, "pattern"), str(exc))
         if content is None:
-            return string_regex(min_length, max_length)
+            if max_length is not None and max_length < min_length:
+                return None
+            if min_length == 0 and max_length is None:
+                return _STRING
+            return self._budget.concat('"', self._budget.repeat(_COUNTED_CHAR, min_length, max_length), '"')
         regex, low, high = content
         if (max_length is not None and max_length < low) or (high is not None and high < min_length):
             return None
@@ -118,7 +138,7 @@ class TypeBuilders:
             self._tr.refuse("minLength", self._tr.keyword_pointer(flat, "minLength"), "with pattern/format")
         if max_length is not None and (high is None or high > max_length):
             self._tr.refuse("maxLength", self._tr.keyword_pointer(flat, "maxLength"), "with pattern/format")
-        return f'"{regex}"'
+        return self._budget.concat('"', regex, '"')
 
     def _array(self, flat: dict, layout: Layout) -> str | None:
         tr, inner = self._tr, layout.deeper()
@@ -128,9 +148,12 @@ class TypeBuilders:
         if flat.get("uniqueItems") and (max_items is None or max_items > 1):
             tr.refuse("uniqueItems", tr.keyword_pointer(flat, "uniqueItems"), "uniqueness is not enforced")
         base = tr.keyword_pointer(flat, "prefixItems")
-        prefix = [tr.translate(s, f"{base}/{i}", inner) for i, s in enumerate(flat.get("prefixItems", []))]
+        prefix, add = [], running_total(self._budget)  # every prefix item appears in the array's regex
+        for index, schema in enumerate(flat.get("prefixItems", [])):
+            prefix.append(tr.translate(schema, f"{base}/{index}", inner))
+            add(prefix[-1])
         rest = tr.translate(flat.get("items", True), tr.keyword_pointer(flat, "items"), inner)
-        return array_regex(layout, prefix, rest, min_items, max_items)
+        return array_regex(self._budget, layout, prefix, rest, min_items, max_items)
 
     def _object(self, flat: dict, layout: Layout) -> str | None:
         tr, inner = self._tr, layout.deeper()
@@ -140,23 +163,25 @@ class TypeBuilders:
         properties, required = flat.get("properties", {}), list(flat.get("required", []))
         base = tr.keyword_pointer(flat, "properties")
         extra_schema = flat.get("additionalProperties")
-        members = [
-            Member(name, tr.translate(schema, f"{base}/{_escape_token(name)}", inner), name in required)
-            for name, schema in properties.items()
-        ]
+        members, add = [], running_total(self._budget)  # every member appears in the object's regex
+        for name, schema in properties.items():
+            value = tr.translate(schema, f"{base}/{_escape_token(name)}", inner)
+            members.append(Member(name, value, name in required))
+            add(members[-1].value)
         extra_pointer = tr.keyword_pointer(flat, "additionalProperties")
         for name in required:
             if name not in properties:  # a required name that only additionalProperties describes
                 schema = True if extra_schema is None else extra_schema
                 members.append(Member(name, tr.translate(schema, extra_pointer, inner), True))
+                add(members[-1].value)
         names = [m.name for m in members]
         extra = None
         if extra_schema is not None:
             value = tr.translate(extra_schema, extra_pointer, inner)
-            extra = None if value is None else (property_name_regex(names), value)
+            extra = None if value is None else (self._key_regex(names), value)
         elif not properties:
             # Sound restriction: with declared properties and no additionalProperties, no extra keys.
-            extra = (property_name_regex(names), tr.any_value(inner))
+            extra = (self._key_regex(names), tr.any_value(inner))
         possible = [m for m in members if m.value is not None]
         all_required = all(m.required for m in possible)
         max_extra, allow_empty = None, True
@@ -179,7 +204,14 @@ class TypeBuilders:
                 tr.refuse(
                     "minProperties", tr.keyword_pointer(flat, "minProperties"), "more than the required"
                 )
-        return object_regex(layout, members, extra, max_extra, allow_empty)
+        return object_regex(self._budget, layout, members, extra, max_extra, allow_empty)
+
+    def _key_regex(self, excluded: list[str]) -> str:
+        """``property_name_regex``, its size bounded before it is built."""
+        if not excluded:
+            return _STRING
+        self._budget.check(property_name_regex_size(excluded))
+        return property_name_regex(excluded)  # no counted repetition: its size is its length
 
     def pairwise_disjoint(self, branches: list) -> bool:
         """True when no instance can satisfy two of ``branches`` (then oneOf is the same as anyOf)."""

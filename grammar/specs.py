@@ -1,10 +1,11 @@
-"""Response formats (what a user asks for) and GrammarSpec (the regex it compiles to, plus how to
-turn the finished text back into a typed value).
+"""Response formats (what a user asks for) and GrammarSpec (what is to be enforced, in its source
+form, plus how to turn the finished text back into a typed value).
 
 A response format is a Pydantic model class or any type a ``TypeAdapter`` accepts, a JSON Schema
-dict, ``JsonSchema(...)`` for options, ``JsonObject()`` (any JSON value), ``Regex(pattern)`` or
-``Choice([...])``. ``resolve_response_format`` validates it and translates it to a regex; compiling
-that regex to a token automaton is the compiler's job."""
+dict, ``JsonSchema(...)`` for options, ``JsonObject()`` (any JSON value), ``Regex(pattern)``,
+``Choice([...])`` or ``Grammar(text)`` (a Lark or GBNF context-free grammar).
+``resolve_response_format`` validates it into a GrammarSpec; a grammar backend
+(``grammar/backends``) prepares and compiles that for its own automaton."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.errors import PydanticUserError
 
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError
-from loomlm.grammar.json_schema import SchemaOptions, json_value_regex, schema_to_regex
-from loomlm.grammar.schema_strings import escape_literal
+from loomlm.grammar.json_schema import SchemaOptions, check_schema_size
+
+# Lark/GBNF grammar text past this size is refused at once (JSON Schemas are bounded by
+# json_schema.check_schema_size: node count and depth).
+MAX_GRAMMAR_CHARS = 1 << 20
 
 
 class OutputParseError(GrammarError):
@@ -66,8 +70,8 @@ class JsonObject:
     whitespace: Literal["compact", "pretty"] = "compact"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_depth <= 16:
-            raise ValueError(f"JsonObject.max_depth must be in [0, 16], got {self.max_depth}")
+        if not 0 <= self.max_depth <= 8:
+            raise ValueError(f"JsonObject.max_depth must be in [0, 8], got {self.max_depth}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,36 +87,58 @@ class JsonSchema:
     max_recursion_depth: int = 3
 
 
-RESPONSE_FORMAT_CLASSES = (Regex, Choice, JsonObject, JsonSchema)
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """A context-free grammar: Lark syntax as llguidance reads it (``start: ...``; terminals may be
+    regexes, ``%json {...}`` embeds a JSON Schema), or llama.cpp's GBNF with ``syntax="gbnf"``
+    (translated to Lark). Needs the llguidance grammar backend."""
+
+    text: str
+    syntax: Literal["lark", "gbnf"] = "lark"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise GrammarError("Grammar needs a non-empty grammar text")
+        if len(self.text) > MAX_GRAMMAR_CHARS:
+            raise GrammarError(f"the grammar has {len(self.text)} characters, over {MAX_GRAMMAR_CHARS}")
+        if self.syntax not in ("lark", "gbnf"):
+            raise GrammarError(f"Grammar syntax must be 'lark' or 'gbnf', got {self.syntax!r}")
+
+
+RESPONSE_FORMAT_CLASSES = (Regex, Choice, JsonObject, JsonSchema, Grammar)
 
 
 @dataclass(frozen=True, slots=True)
 class GrammarSpec:
-    """A resolved response format: the regex to enforce and how to read the result back."""
+    """A resolved response format, in source form: what a backend must enforce and how to read the
+    result back. ``kind`` says which fields hold the source:
 
-    kind: Literal["json", "regex", "choice"]
-    regex: str
+    - ``json``: ``schema`` (None: any JSON value nested at most ``max_depth``), translation
+      ``options`` (strictness, whitespace, recursion depth);
+    - ``regex``: ``pattern``; ``choice``: ``choices``; ``grammar``: ``grammar`` (Lark text)."""
+
+    kind: Literal["json", "regex", "choice", "grammar"]
     schema: Any = None  # the JSON Schema the output is validated against (json kind)
     python_type: Any = None  # the TypeAdapter target, when the format was a type
     choices: tuple[Any, ...] = ()
-    dropped_keywords: tuple[str, ...] = ()  # "keyword at /pointer", for strict=False
+    pattern: str | None = None
+    grammar: str | None = None
+    options: SchemaOptions = field(default_factory=SchemaOptions)
+    max_depth: int = 2  # json kind without a schema: JsonObject's nesting bound
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", hashlib.blake2b(self.regex.encode(), digest_size=16).hexdigest())
+        source = (self.kind, self.schema, [str(c) for c in self.choices], self.pattern, self.grammar)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(json.dumps(source, sort_keys=True, default=str).encode())
+        digest.update(repr((self.options, self.max_depth)).encode())
+        object.__setattr__(self, "key", digest.hexdigest())
 
     @property
-    def needs_end_marker(self) -> bool:
-        """Whether the regex must be compiled with the end marker (vocabulary.END_MARKER).
-
-        outlines-core 0.2 drops transitions that leave an accepting state for a non-accepting one,
-        so a regex whose complete matches can grow through incomplete ones ("12" -> "12.5", "yes" ->
-        "yesterday") needs the marker. A JSON object, array or string ends in a delimiter and cannot
-        grow once complete; only a bare top-level number can. The marker makes outlines-core's
-        construction far slower for large regexes, so it is used only where needed."""
-        if self.kind != "json":
-            return True
-        return _may_be_bare_number(self.schema)
+    def may_be_bare_number(self) -> bool:
+        """Conservative: False only when the output surely is no bare JSON number (a number can
+        grow past a complete prefix: "1" -> "12"; objects, arrays, strings end in a delimiter)."""
+        return self.kind == "json" and _may_be_bare_number(self.schema)
 
     def parse(self, text: str) -> Any:
         """The typed value of a finished output; raises OutputParseError naming the problem."""
@@ -144,6 +170,8 @@ class GrammarSpec:
 
 def _may_be_bare_number(schema: Any) -> bool:
     """Conservative: False only when the root schema surely admits no bare number."""
+    if schema is None:
+        return True  # any JSON value
     if not isinstance(schema, dict):
         return schema is not False and schema is not None
     types = schema.get("type")
@@ -168,22 +196,24 @@ def _type_name(python_type: Any) -> str:
 
 
 def resolve_response_format(response_format: Any) -> GrammarSpec:
-    """Validate a response format and translate it to a GrammarSpec; raises a GrammarError (a
-    ValueError) naming the problem for anything that cannot be enforced."""
+    """Validate a response format into a GrammarSpec; raises a GrammarError (a RequestError)
+    naming the problem. Cheap and bounded: translation and compilation are the backend's."""
     fmt = response_format
     if isinstance(fmt, GrammarSpec):
         return fmt
     if isinstance(fmt, Regex):
-        # Syntax is checked by the compiler (Rust regex dialect, which Python's re does not parse).
-        return GrammarSpec("regex", fmt.pattern)
+        # Syntax is checked by the backend (Rust regex dialect, which Python's re does not parse).
+        return GrammarSpec("regex", pattern=fmt.pattern)
     if isinstance(fmt, Choice):
-        return GrammarSpec(
-            "choice", "(" + "|".join(escape_literal(str(o)) for o in fmt.options) + ")", choices=fmt.options
-        )
+        return GrammarSpec("choice", choices=fmt.options)
+    if isinstance(fmt, Grammar):
+        text = fmt.text
+        if fmt.syntax == "gbnf":
+            text = _gbnf_to_lark(text)
+        return GrammarSpec("grammar", grammar=text)
     if isinstance(fmt, JsonObject) or fmt == "json_object":
         fmt = fmt if isinstance(fmt, JsonObject) else JsonObject()
-        regex = json_value_regex(fmt.max_depth, SchemaOptions(whitespace=fmt.whitespace))
-        return GrammarSpec("json", regex)
+        return GrammarSpec("json", options=SchemaOptions(whitespace=fmt.whitespace), max_depth=fmt.max_depth)
     if not isinstance(fmt, JsonSchema):
         fmt = JsonSchema(fmt)
     schema, python_type = _schema_and_type(fmt.schema)
@@ -193,16 +223,22 @@ def resolve_response_format(response_format: Any) -> GrammarSpec:
         indent=fmt.indent,
         max_recursion_depth=fmt.max_recursion_depth,
     )
-    translated = schema_to_regex(schema, options)
-    dropped = tuple(f"{d.keyword} at {d.pointer or '/'}" for d in translated.dropped)
-    return GrammarSpec(
-        "json", translated.regex, schema=schema, python_type=python_type, dropped_keywords=dropped
-    )
+    return GrammarSpec("json", schema=schema, python_type=python_type, options=options)
+
+
+def _gbnf_to_lark(text: str) -> str:
+    from llguidance.gbnf_to_lark import gbnf_to_lark
+
+    try:
+        return gbnf_to_lark(text)
+    except Exception as error:  # the converter raises plain exceptions on bad GBNF
+        raise GrammarError(f"the GBNF grammar does not parse: {error}") from None
 
 
 def _schema_and_type(target: Any) -> tuple[Any, Any]:
     if isinstance(target, dict | bool):
         if isinstance(target, dict):
+            check_schema_size(target)  # bounded and iterative: before anything recursive reads it
             try:
                 Draft202012Validator.check_schema(target)
             except SchemaError as error:

@@ -1,7 +1,9 @@
 """Per-request grammar state: where one request stands in its token automaton.
 
-``GrammarState`` is the seam the engine sees (any automaton could sit behind it);
-``IndexGrammarState`` implements it over an outlines-core Index. EOS is allowed only in accepting
+``GrammarState`` is the seam the engine sees (any automaton could sit behind it: see
+``grammar/backends``); ``IndexGrammarState`` implements it over an outlines-core Index.
+``validate_tokens`` and ``rollback`` are the seam for speculative decoding (check proposed tokens
+without advancing, undo rejected ones). EOS is allowed only in accepting
 states; accepting EOS terminates the grammar. ``is_terminated`` never changes the state."""
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class GrammarState(Protocol):
 
     def is_accepting(self) -> bool:
         """Whether the text so far is a complete match (it may still be extended)."""
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens the grammar leaves no choice about from here (jump-forward), tokenized as the
+        model would; empty when the next token is a real choice. A pure query."""
 
     def reset(self) -> None: ...
 
@@ -142,6 +148,11 @@ class IndexGrammarState:
 
     def is_accepting(self) -> bool:
         return self._eos_accepted or self._complete_at(self._guide.get_state())
+
+    def forced_tokens(self) -> list[int]:
+        # A token index knows allowed tokens, not forced text: a single allowed token is rare (and a
+        # longer token spelling the same bytes would usually be allowed too), so nothing is forced.
+        return []
 
     def reset(self) -> None:
         self._guide.reset()

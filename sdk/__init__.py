@@ -8,7 +8,7 @@ from loomlm.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
-from loomlm.grammar.specs import Choice, JsonObject, JsonSchema, OutputParseError, Regex
+from loomlm.grammar.specs import Choice, Grammar, JsonObject, JsonSchema, OutputParseError, Regex
 from loomlm.llm import LLM
 from loomlm.lora import LoRARequest
 from loomlm.structured import ExtractionError
@@ -20,6 +20,7 @@ __all__ = [
     "CompilerConfig",
     "CompletionOutput",
     "ExtractionError",
+    "Grammar",
     "GrammarError",
     "InvalidParamsError",
     "InvalidPromptError",

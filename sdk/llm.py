@@ -54,10 +54,15 @@ class LLM:
         max_lora_rank: int | None = None,
         max_cpu_loras: int | None = None,
         grammar: CompilerConfig | None = None,
+        grammar_backend: str = "auto",
+        jump_forward: bool = True,
     ) -> None:
         """LoRA serving is on when ``enable_lora`` is True, or when any of ``max_loras`` (adapters in
         one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given.
-        ``grammar`` sets structured-output compilation (workers, time limit, caches); by default
+        ``grammar_backend`` picks what enforces response formats: "auto" (llguidance, falling back
+        to outlines-core where llguidance refuses a spec), "llguidance" or "outlines";
+        ``jump_forward`` appends tokens a grammar forces without a model step each.
+        ``grammar`` sets outlines-core compilation (workers, time limit, caches); by default
         grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``)."""
         lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
         given = {key: value for key, value in lora_sizes.items() if value is not None}
@@ -85,6 +90,8 @@ class LLM:
                 cache=cache,
                 lora=lora,
                 grammar=grammar or CompilerConfig(cache_dir=grammar_cache_dir()),
+                grammar_backend=grammar_backend,
+                jump_forward=jump_forward,
             )
         )
 
