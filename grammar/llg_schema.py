@@ -16,19 +16,15 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
-from urllib.parse import unquote
+from typing import Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from llguidance import LLMatcher
 
 from loomlm.grammar.errors import GrammarCompileError, InvalidSchemaError, UnsupportedSchemaError
+from loomlm.grammar.schema_walk import escape, resolve, subschemas
 
-_SINGLE = ("additionalProperties", "propertyNames", "items", "contains", "not", "if", "then", "else")
-_SINGLE += ("unevaluatedItems", "unevaluatedProperties", "contentSchema")
-_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
 _IN_PLACE = ("$ref", "$dynamicRef", "allOf", "anyOf", "oneOf", "not", "if", "then", "else")
 _COUNTS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 _LITERALS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "const", "enum")
@@ -103,7 +99,7 @@ def prepare_llg_schema(
     if "$schema" in doc:  # outputs are validated as 2020-12, whatever the schema declares
         doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     prep = _Preparer(doc, strict)
-    for pointer, node in _subschemas(doc):
+    for pointer, node in subschemas(doc):
         prep.visit(node, pointer)
     return LlgSchema(prep.compile(options), tuple(prep.dropped))
 
@@ -151,7 +147,7 @@ class _Preparer:
         if isinstance(node.get("pattern"), str):
             risks.append(("pattern", f"{ptr}/pattern", _pattern_risk(node["pattern"])))
         for key in node.get("patternProperties", {}):
-            risks.append(("patternProperties", f"{ptr}/patternProperties/{_escape(key)}", _pattern_risk(key)))
+            risks.append(("patternProperties", f"{ptr}/patternProperties/{escape(key)}", _pattern_risk(key)))
         for kw, pointer, why in risks:
             if why:
                 self.refuse(kw, pointer, why)  # not strict: kept in the grammar as a guide
@@ -208,16 +204,16 @@ def _try_compile(doc: dict, options: dict) -> tuple[str, str]:
 
 
 def _candidates(doc: dict, keywords: list[str]) -> Iterator[tuple[str, str, Fix]]:
-    for ptr, node in _subschemas(doc):
+    for ptr, node in subschemas(doc):
         for kw in keywords:
             keys = list(node.get(kw) or {}) if kw == "patternProperties" else [None] if kw in node else []
             for key in keys:
-                yield kw, f"{ptr}/{kw}" + ("" if key is None else f"/{_escape(key)}"), _fix(ptr, kw, key)
+                yield kw, f"{ptr}/{kw}" + ("" if key is None else f"/{escape(key)}"), _fix(ptr, kw, key)
 
 
 def _fix(ptr: str, keyword: str, key: str | None) -> Fix:
     def fix(doc: dict) -> tuple[str, str] | None:
-        node = _resolve(doc, ptr)
+        node = resolve(doc, ptr)
         if not isinstance(node, dict) or keyword not in node:
             return None
         if key is not None:
@@ -233,43 +229,6 @@ def _fix(ptr: str, keyword: str, key: str | None) -> Fix:
         return None
 
     return fix
-
-
-def _subschemas(doc: dict) -> Iterator[tuple[str, dict]]:
-    """(pointer, schema object) of each subschema location once, local ``#/...`` targets included;
-    each is yielded before its children are read, so the consumer may rewrite it."""
-    stack: list[tuple[str, Any, str]] = [("", doc, "")]  # (pointer, node, pointer of its $id resource)
-    seen: set[str] = set()
-    while stack:
-        ptr, node, base = stack.pop()
-        if ptr in seen or not isinstance(node, dict):
-            continue
-        seen.add(ptr)
-        base = ptr if ptr and "$id" in node else base
-        yield ptr, node
-        children = [(f"{ptr}/{kw}", node[kw]) for kw in _SINGLE if kw in node]
-        for kw in _MAPS:
-            children += [(f"{ptr}/{kw}/{_escape(k)}", v) for k, v in (node.get(kw) or {}).items()]
-        for kw in _LISTS:
-            children += [(f"{ptr}/{kw}/{i}", v) for i, v in enumerate(node.get(kw) or [])]
-        ref = node.get("$ref")
-        if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
-            children.append((base + unquote(ref[1:]), _resolve(doc, base + unquote(ref[1:]))))
-        stack += [(p, child, base) for p, child in reversed(children)]
-
-
-def _resolve(doc: Any, ptr: str) -> Any:
-    for token in ptr.split("/")[1:]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        try:
-            doc = doc[int(token)] if isinstance(doc, list) else doc[token]
-        except (KeyError, IndexError, ValueError, TypeError):
-            return None
-    return doc
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def _literal_risk(value: object) -> str | None:

@@ -22,6 +22,7 @@ from pydantic.errors import PydanticUserError
 
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError
 from loomlm.grammar.json_schema import SchemaOptions, check_schema_size
+from loomlm.grammar.structural_tags import StructuralTags
 
 # Lark/GBNF grammar text past this size is refused at once (JSON Schemas are bounded by
 # json_schema.check_schema_size: node count and depth).
@@ -105,7 +106,7 @@ class Grammar:
             raise GrammarError(f"Grammar syntax must be 'lark' or 'gbnf', got {self.syntax!r}")
 
 
-RESPONSE_FORMAT_CLASSES = (Regex, Choice, JsonObject, JsonSchema, Grammar)
+RESPONSE_FORMAT_CLASSES = (Regex, Choice, JsonObject, JsonSchema, Grammar, StructuralTags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class GrammarSpec:
     grammar: str | None = None
     options: SchemaOptions = field(default_factory=SchemaOptions)
     max_depth: int = 2  # json kind without a schema: JsonObject's nesting bound
+    structural: StructuralTags | None = None  # grammar kind from StructuralTags: parses the tags
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +146,8 @@ class GrammarSpec:
         """The typed value of a finished output; raises OutputParseError naming the problem."""
         if self.kind == "regex":
             return text
+        if self.kind == "grammar":
+            return self.structural.parse(text) if self.structural is not None else text
         if self.kind == "choice":
             for option in self.choices:
                 if str(option) == text:
@@ -206,6 +210,8 @@ def resolve_response_format(response_format: Any) -> GrammarSpec:
         return GrammarSpec("regex", pattern=fmt.pattern)
     if isinstance(fmt, Choice):
         return GrammarSpec("choice", choices=fmt.options)
+    if isinstance(fmt, StructuralTags):
+        return GrammarSpec("grammar", grammar=fmt.to_lark(), structural=fmt)
     if isinstance(fmt, Grammar):
         text = fmt.text
         if fmt.syntax == "gbnf":

@@ -9,6 +9,7 @@ from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
 from loomlm.grammar.specs import Choice, Grammar, JsonObject, JsonSchema, OutputParseError, Regex
+from loomlm.grammar.structural_tags import StructuralTag, StructuralTags, TaggedText, TaggedValue
 from loomlm.llm import LLM
 from loomlm.lora import LoRARequest
 from loomlm.structured import ExtractionError
@@ -36,6 +37,10 @@ __all__ = [
     "RequestError",
     "RequestOutput",
     "SamplingParams",
+    "StructuralTag",
+    "StructuralTags",
+    "TaggedText",
+    "TaggedValue",
     "UnsupportedSchemaError",
 ]
 __version__ = "0.1.0"

@@ -7,7 +7,6 @@ under llguidance's own fuel and size limits; each request gets a deep copy. Forc
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,9 +65,10 @@ class LlguidanceBackend:
             grammar = LLMatcher.grammar_from_regex(f"({alternatives})")
         else:
             grammar = LLMatcher.grammar_from_lark(spec.grammar)
-        error = LLMatcher.validate_grammar(grammar, None, limits=self._limits)
-        if error and not error.startswith("WARNING"):
-            raise _grammar_error(spec, error)
+        if spec.kind != "json":  # prepare_llg_schema has validated a JSON grammar already
+            error = LLMatcher.validate_grammar(grammar, None, limits=self._limits)
+            if error and not error.startswith("WARNING"):
+                raise _grammar_error(spec, error)
         key = hashlib.blake2b(f"llguidance\0{grammar}".encode(), digest_size=16).hexdigest()
         return PreparedGrammar(self.name, grammar, key, dropped)
 
@@ -154,8 +154,4 @@ class LlguidanceGrammarState:
 def _grammar_error(spec: GrammarSpec, message: str) -> GrammarError:
     if spec.kind in ("regex", "choice"):
         return InvalidRegexError(f"the regex {spec.pattern!r} does not parse for llguidance: {message}")
-    if spec.kind == "grammar":
-        return GrammarError(f"the grammar is not valid: {message}")
-    return GrammarError(
-        f"llguidance cannot enforce this JSON Schema: {message} ({json.dumps(spec.schema)[:120]})"
-    )
+    return GrammarError(f"the grammar is not valid: {message}")
