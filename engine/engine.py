@@ -204,10 +204,23 @@ class LLMEngine:
                 # Nothing can run: every waiting request waits for its grammar.
                 self.structured_output.wait_for_compiles(self.scheduler.waiting, _COMPILE_WAIT_S)
         else:
-            logits = self.runner.execute(scheduler_output)
             requests = [chunk.request for chunk in scheduler_output.sampling_chunks]
-            # Host-side mask filling runs while a GPU forward is still in flight (launches are async).
-            token_bitmask = self.structured_output.fill_bitmask(requests)
+            # With the overlap on (StructuredOutputManager.overlap_fill; off by default) the masks of
+            # the rows to constrain, known before the forward, are filled on the manager's worker
+            # thread while it runs (torch ops and llguidance's mask both release the GIL). Until the
+            # join below the worker owns the bitmask and these grammar states; nothing here touches
+            # them (the runner reads neither; the grammar advance and forced tokens come in
+            # Scheduler.update, after sampling). Otherwise (or without constrained rows: no handoff)
+            # the fill runs after the forward, still beside a GPU forward in flight (async launches).
+            fill = self.structured_output.start_fill(requests)
+            try:
+                logits = self.runner.execute(scheduler_output)
+            except BaseException:
+                if fill is not None:
+                    fill.wait()  # the forward's error wins, but only once the worker is done
+                raise
+            # fill.result() joins the worker and re-raises an error of the fill here.
+            token_bitmask = self.structured_output.fill_bitmask(requests) if fill is None else fill.result()
             sampler_output = self.sampler(logits, requests, token_bitmask)
         updated = self.scheduler.update(scheduler_output, sampler_output)
         return self.output_processor.process(updated, only_finished=only_finished)

@@ -4,8 +4,9 @@ At intake it resolves a request's response format to a GrammarSpec and has the c
 backend prepare it (both cached; ``grammar/backends``: ``auto``, ``llguidance`` or ``outlines``),
 then submits the prepared grammar for compiling, which returns a Future. The scheduler calls
 ``activate`` so that requests whose grammar is still compiling wait without blocking others; each
-step fills the bitmask rows of the constrained requests, and after sampling ``advance`` (the only
-caller of a grammar state's ``accept_token``) moves their automata. Nothing here (no vocabulary,
+step fills the bitmask rows of the constrained requests (optionally on the manager's worker thread
+while the forward runs: ``start_fill``), and after sampling ``advance`` (the only caller of a
+grammar state's ``accept_token``) moves their automata. Nothing here (no vocabulary,
 no worker process) is built until the first constrained request arrives."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
@@ -32,6 +34,12 @@ from loomlm.grammar.specs import GrammarSpec, JsonSchema, resolve_response_forma
 from loomlm.grammar.vocabulary import TokenVocabulary
 
 _SPEC_CACHE_SIZE = 512
+# Whether a step fills its grammar masks on a worker thread while the model forward runs
+# (``StructuredOutputManager.start_fill``): the default of every new manager; LOOMLM_OVERLAP_FILL=1
+# turns it on. Off because on CPU it measured 1-6% slower in wall time (the forward already keeps
+# every core busy, and the worker adds GIL handoffs); a GPU forward is not measured yet.
+# bench/mask_overlap.py, bench/RESULTS.md.
+OVERLAP_FILL = os.environ.get("LOOMLM_OVERLAP_FILL", "0") == "1"
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class StructuredOutputManager:
         device: torch.device | str = "cpu",
         config: CompilerConfig | None = None,
         backend: str = "auto",
+        overlap_fill: bool | None = None,
     ) -> None:
         if backend not in BACKEND_NAMES:
             raise ValueError(f"grammar_backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
@@ -63,6 +72,8 @@ class StructuredOutputManager:
         self.device = torch.device(device)
         self.config = config or CompilerConfig()
         self.backend = backend
+        self.overlap_fill = OVERLAP_FILL if overlap_fill is None else overlap_fill
+        self._fill_worker: ThreadPoolExecutor | None = None  # one long-lived thread, made on first use
         self._vocabulary: TokenVocabulary | None = None
         self._backends: dict[str, GrammarBackend] = {}
         self._bitmask: TokenBitmask | None = None
@@ -144,14 +155,36 @@ class StructuredOutputManager:
             wait_futures(pending, timeout=timeout_s, return_when=FIRST_COMPLETED)
 
     # -- one step ---------------------------------------------------------------------------------
+    def _token_bitmask(self) -> TokenBitmask:
+        if self._bitmask is None:
+            self._bitmask = TokenBitmask(self.max_num_seqs, self.vocabulary.mask_width_words, self.device)
+        return self._bitmask
+
     def fill_bitmask(self, requests: Sequence[Request]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Bitmask rows for the step's sampling rows (``requests`` in row order), or None."""
         states = [r.grammar for r in requests]
         if all(state is None for state in states):
             return None
-        if self._bitmask is None:
-            self._bitmask = TokenBitmask(self.max_num_seqs, self.vocabulary.mask_width_words, self.device)
-        return self._bitmask.fill(states)
+        return self._token_bitmask().fill(states)
+
+    def start_fill(self, requests: Sequence[Request]) -> MaskFill | None:
+        """Start filling the bitmask rows of ``requests`` (row order) on the manager's worker thread,
+        so that it runs while the forward does; ``MaskFill.result()`` joins it. None when the overlap
+        is off or no row is constrained (no thread handoff then): the caller uses ``fill_bitmask``.
+
+        Until the join the worker owns the bitmask's host rows and these requests' grammar states:
+        the caller must touch neither. The engine runs only the model forward in between; the
+        grammar advance and forced tokens (``Scheduler.update``), aborts and the next step's fill all
+        come after the join, on the engine's thread."""
+        if not self.overlap_fill:
+            return None
+        states = [r.grammar for r in requests]
+        if all(state is None for state in states):
+            return None
+        bitmask = self._token_bitmask()  # built here: the vocabulary is made on the engine's thread
+        if self._fill_worker is None:
+            self._fill_worker = ThreadPoolExecutor(1, thread_name_prefix="loomlm-mask-fill")
+        return MaskFill(self._fill_worker.submit(bitmask.fill_host, states), bitmask, len(states))
 
     @staticmethod
     def advance(request: Request, token_id: int) -> bool:
@@ -161,6 +194,30 @@ class StructuredOutputManager:
     def close(self) -> None:
         for backend in self._backends.values():
             backend.close()
+        if self._fill_worker is not None:
+            self._fill_worker.shutdown(wait=True)  # idle: every step joins its fill before returning
+            self._fill_worker = None
+
+
+class MaskFill:
+    """A step's bitmask fill running on the StructuredOutputManager's worker thread."""
+
+    __slots__ = ("_bitmask", "_future", "_num_rows")
+
+    def __init__(self, future: Future[list[int]], bitmask: TokenBitmask, num_rows: int) -> None:
+        self._future = future
+        self._bitmask = bitmask
+        self._num_rows = num_rows
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Join the fill (re-raising what it raised), then upload the rows from this thread: what
+        ``fill_bitmask`` would have returned."""
+        rows = self._future.result()
+        return self._bitmask.upload(self._num_rows, rows) if rows else None
+
+    def wait(self) -> None:
+        """Join without raising, for a caller that is already propagating another error."""
+        wait_futures([self._future])
 
 
 def _format_key(response_format: Any) -> Hashable | None:
