@@ -80,6 +80,9 @@ class CompletionOutput:
     # option), or None with ``parse_error`` saying why (stopped at max_tokens, failed validation...).
     parsed: Any = None
     parse_error: str | None = None
+    # Requests with tools (``LLM.chat(tools=...)``), once finished: the ``ToolCall``s in the text
+    # (``text`` then holds the text outside them; finish reason ``tool_calls`` when there is one).
+    tool_calls: list[Any] | None = None
 
     @property
     def finished(self) -> bool:

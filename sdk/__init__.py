@@ -10,9 +10,13 @@ from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
 from loomlm.grammar.specs import Choice, Grammar, JsonObject, JsonSchema, OutputParseError, Regex
 from loomlm.grammar.structural_tags import StructuralTag, StructuralTags, TaggedText, TaggedValue
+from loomlm.grammar.tool_specs import ToolCall, ToolDefinitionError, ToolSpec
 from loomlm.llm import LLM
 from loomlm.lora import LoRARequest
 from loomlm.structured import ExtractionError
+from loomlm.tool_calls import ToolCallError
+from loomlm.tool_runs import ToolRunResult, TypedCall
+from loomlm.tool_stream import ToolCallStreamer
 
 __all__ = [
     "LLM",
@@ -41,6 +45,13 @@ __all__ = [
     "StructuralTags",
     "TaggedText",
     "TaggedValue",
+    "ToolCall",
+    "ToolCallError",
+    "ToolCallStreamer",
+    "ToolDefinitionError",
+    "ToolRunResult",
+    "ToolSpec",
+    "TypedCall",
     "UnsupportedSchemaError",
 ]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from loomlm import tool_calls as tc
 from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.registry import AdapterRef
 from loomlm.common.errors import RequestError
@@ -17,6 +18,7 @@ from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
+from loomlm.llm_tools import ToolCallsAPI
 from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
 from loomlm.prompts import Conversation, PromptInput, as_params_list, as_prompt_list, error_output
 from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
@@ -27,7 +29,7 @@ T = TypeVar("T")
 _PROGRESS_BAR_MIN_PROMPTS = 8
 
 
-class LLM:
+class LLM(ToolCallsAPI):
     """A model loaded for offline generation.
 
     ``LLM()`` serves the embedded default SmolLM2-135M-Instruct; ``LLM("/path/to/hf-dir")`` any
@@ -162,17 +164,32 @@ class LLM:
         add_generation_prompt: bool = True,
         chat_template_kwargs: dict[str, Any] | None = None,
         adapter: str | Sequence[str | None] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = "auto",
+        parallel_tool_calls: bool = True,
     ) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of ``{"role", "content"}`` dicts) or a
-        list of conversations, through the model's chat template (``adapter`` as in generate)."""
-        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        list of conversations, through the model's chat template (``adapter`` as in generate).
+
+        ``tools`` (functions, Pydantic models, OpenAI dicts, ToolSpecs; or one list per
+        conversation) lets the model call them: ``tool_choice`` "auto", "required", "none" or
+        ``{"type": "function", "function": {"name": X}}`` (or one per conversation). Each completion
+        then has ``tool_calls`` and finish reason ``tool_calls`` when it called. Malformed tools
+        raise ToolDefinitionError for one conversation, or fail only theirs in a list."""
+        single = bool(messages) and isinstance(messages[0], dict)
+        conversations = [messages] if single else list(messages)
         processor = self.engine.processor
-        token_ids = [
-            processor.apply_chat_template(conv, add_generation_prompt, **(chat_template_kwargs or {}))
-            for conv in conversations
-        ]
-        adapters = per_prompt_adapters(adapter, len(token_ids))
-        return self._run(list(token_ids), token_ids, sampling_params, None, use_tqdm, adapters)
+        adapters = per_prompt_adapters(adapter, len(conversations))
+        if tools is None:
+            token_ids = [
+                processor.apply_chat_template(conv, add_generation_prompt, **(chat_template_kwargs or {}))
+                for conv in conversations
+            ]
+            return self._run(list(token_ids), token_ids, sampling_params, None, use_tqdm, adapters)
+        return tc.chat_with_tools(
+            self, conversations, single, sampling_params, tools, tool_choice, parallel_tool_calls,
+            add_generation_prompt, chat_template_kwargs or {}, use_tqdm, adapters,
+        )  # fmt: skip
 
     def extract(
         self,
@@ -231,13 +248,19 @@ class LLM:
         priority: Sequence[int] | None,
         use_tqdm: bool | None,
         adapters: list[AdapterChoice] | None = None,
+        errors: dict[int, str] | None = None,
     ) -> list[RequestOutput]:
+        """``errors``: prompts that fail before intake (index -> message); they run no request."""
         params_list = as_params_list(sampling_params, len(prompts))
         if priority is not None and len(priority) != len(prompts):
             raise ValueError(f"got {len(priority)} priorities for {len(prompts)} prompts")
         results: dict[str, RequestOutput] = {}
         order: list[str] = []
         for i, (prompt, params) in enumerate(zip(prompts, params_list, strict=True)):
+            if errors and i in errors:
+                results[f"failed-{i}"] = error_output(f"failed-{i}", prompt, params, errors[i])
+                order.append(f"failed-{i}")
+                continue
             try:
                 request_id = self.engine.add_request(
                     prompt,
