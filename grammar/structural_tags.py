@@ -78,8 +78,16 @@ class StructuralTags:
     tags: tuple[StructuralTag, ...]
     min_tags: int = 0
     max_tags: int | None = None
+    # False: the output is tags only (whitespace between them), starting with the first tag at once.
+    free_text: bool = True
 
-    def __init__(self, tags: Sequence[StructuralTag], min_tags: int = 0, max_tags: int | None = None) -> None:
+    def __init__(
+        self,
+        tags: Sequence[StructuralTag],
+        min_tags: int = 0,
+        max_tags: int | None = None,
+        free_text: bool = True,
+    ) -> None:
         tags = tuple(tags)
         if not tags or not all(isinstance(t, StructuralTag) for t in tags):
             raise GrammarError("StructuralTags needs at least one StructuralTag")
@@ -90,11 +98,12 @@ class StructuralTags:
         object.__setattr__(self, "tags", tags)
         object.__setattr__(self, "min_tags", min_tags)
         object.__setattr__(self, "max_tags", max_tags)
+        object.__setattr__(self, "free_text", free_text)
 
     def to_lark(self) -> str:
         """The llguidance Lark grammar (each schema prepared strictly: a keyword llguidance does not
         enforce exactly raises UnsupportedSchemaError naming it)."""
-        lines = ["%llguidance {}", "TEXT: /(.|\\n)*/"]
+        lines = ["%llguidance {}", "TEXT: /(.|\\n)*/", "WS: /[ \\t\\n]*/"]
         triggers = " | ".join(json.dumps(t.trigger if t.trigger is not None else t.begin) for t in self.tags)
         # The text after the last tag holds no trigger: a tag past max_tags cannot sneak in as text.
         lines.append(f"TAIL: TEXT & ~(TEXT ({triggers}) TEXT)")
@@ -105,14 +114,17 @@ class StructuralTags:
             rest = tag.begin[len(trigger) :]
             parts = [f"tag_{i}_trigger", json.dumps(rest) if rest else "", f"%json {json.dumps(schema)}"]
             parts.append(json.dumps(tag.end) if tag.end else "")
-            # The trigger lexeme holds the free text before it: lazy, so it ends at the first trigger.
-            lines.append(f"tag_{i}_trigger[lazy]: TEXT {json.dumps(trigger)}")
+            if self.free_text:
+                # The trigger lexeme holds the free text before it: lazy, so it ends at the first trigger.
+                lines.append(f"tag_{i}_trigger[lazy]: TEXT {json.dumps(trigger)}")
+            else:
+                lines.append(f"tag_{i}_trigger: WS {json.dumps(trigger)}")
             lines.append(f"tag_{i}: " + " ".join(p for p in parts if p))
         lines.append("tag: " + " | ".join(f"tag_{i}" for i in range(len(self.tags))))
         required = ["tag"] * self.min_tags
         unbounded = self.max_tags is None
         optional = ["tag*"] if unbounded else ["tag?"] * (self.max_tags - self.min_tags)
-        lines.append("start: " + " ".join([*required, *optional, "TAIL"]))
+        lines.append("start: " + " ".join([*required, *optional, "TAIL" if self.free_text else "WS"]))
         return "\n".join(lines) + "\n"
 
     def parse(self, text: str) -> TaggedText:

@@ -32,7 +32,8 @@ def tool_call_format(
 
     ``tool_choice``: ``"auto"`` (any number of calls, or at most one when ``parallel_tool_calls``
     is False), ``"required"`` (at least one), ``{"type": "function", "function": {"name": X}}``
-    (calls of X only, at least one; exactly one unless parallel) or ``"none"``. Returns None when no
+    (calls of X only, at least one; exactly one unless parallel) or ``"none"``. Under "required"
+    and named choices the answer is the calls alone (whitespace between). Returns None when no
     call may be made (``"none"``, or ``"auto"`` with no tools): the caller then bans the trigger
     with ``no_tool_call_format()``."""
     by_name = tool_specs_by_name(tools)
@@ -57,7 +58,9 @@ def tool_call_format(
     tags = [
         StructuralTag(call_begin(spec.name), _tag_schema(spec), call_end(), CALL_START) for spec in chosen
     ]
-    return StructuralTags(tags, min_tags=min_calls, max_tags=max_calls)
+    # A required or named call starts the answer at once (as OpenAI and vLLM do): with free text
+    # first, a small model talks until max_tokens and never calls.
+    return StructuralTags(tags, min_tags=min_calls, max_tags=max_calls, free_text=min_calls == 0)
 
 
 def _named_tool(tool_choice: Mapping, by_name: dict[str, ToolSpec]) -> ToolSpec:

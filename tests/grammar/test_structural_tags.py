@@ -78,3 +78,11 @@ def test_bad_tags_are_refused_clearly():
         resolve_response_format(
             StructuralTags([StructuralTag("<t>", {"type": "array", "uniqueItems": True})])
         )
+
+
+def test_without_free_text_the_output_is_the_tags_alone(backend, tokenizer):
+    calls_only = StructuralTags([CALL], min_tags=1, free_text=False)
+    assert accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool>')
+    assert accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool>\n<tool>{"n":2}</tool>\n')
+    assert not accepts(backend, tokenizer, calls_only, 'Sure: <tool>{"n":1}</tool>')
+    assert not accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool> done')

@@ -250,11 +250,12 @@ def test_auto_without_parallel_calls_allows_at_most_one(accepts):
     assert not accepts(fmt, f"{PARIS} and then <tool_call>")  # not even as free text
 
 
-def test_required_needs_a_call(accepts):
+def test_required_needs_a_call_and_starts_with_it(accepts):
     fmt = tool_call_format(TOOLS, "required")
-    assert (fmt.min_tags, fmt.max_tags, len(fmt.tags)) == (1, None, 2)
+    assert (fmt.min_tags, fmt.max_tags, len(fmt.tags), fmt.free_text) == (1, None, 2, False)
     assert not accepts(fmt, "I would rather not.")
-    assert accepts(fmt, f"Sure. {PARIS}{THREE}")
+    assert accepts(fmt, f"{PARIS}{THREE}")
+    assert not accepts(fmt, f"Sure. {PARIS}")  # the answer is the calls alone
     single = tool_call_format(TOOLS, "required", parallel_tool_calls=False)
     assert (single.min_tags, single.max_tags) == (1, 1)
     assert not accepts(single, PARIS + THREE)
