@@ -22,6 +22,10 @@ Run from the repository root on an idle machine:
     .venv/bin/python bench/structured.py --quick            # smoke test (not a measurement)
     .venv/bin/python bench/structured.py                    # the measurement (several minutes)
     .venv/bin/python bench/structured.py --write-results    # also replace its section in RESULTS.md
+
+``--corpus DIR`` runs ``grammar_corpus.py`` instead: every grammar backend over a JSONSchemaBench
+folder (coverage, cold compile, mask fill, validity); its own options (``--outlines-timeout``...)
+pass through.
 """
 
 from __future__ import annotations
@@ -73,7 +77,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes for smoke testing")
     p.add_argument("--write-results", action="store_true")
-    args = p.parse_args()
+    p.add_argument(
+        "--corpus",
+        metavar="DIR",
+        help="instead: the grammar backends over a JSONSchemaBench folder (grammar_corpus.py; "
+        "options not listed here go to it)",
+    )
+    args, rest = p.parse_known_args()
+    args.rest = rest
+    if rest and not args.corpus:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.quick:
         args.batch_sizes, args.max_tokens, args.repeats, args.num_schemas = "1,4", 16, 1, 8
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
@@ -168,6 +181,12 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.corpus:
+        import grammar_corpus
+
+        flags = ["--quick"] * args.quick + ["--write-results"] * args.write_results
+        grammar_corpus.main(["--corpus", args.corpus, "--seed", str(args.seed), *flags, *args.rest])
+        return
     llm = LLM(max_num_seqs=max(args.batch_sizes), enable_prefix_caching=False)
     constrained = SamplingParams(temperature=0, max_tokens=args.max_tokens, response_format=PEOPLE_SCHEMA)
     rows = []
