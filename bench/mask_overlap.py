@@ -31,7 +31,6 @@ import datetime
 import os
 import platform
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import torch
 from bench_common import cpu_model, passages, write_results
+from corpus_generate import build_tiny_llama
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
@@ -88,34 +88,6 @@ ORDER_SCHEMA = {
 }
 BACKENDS = ("llguidance", "outlines")
 MODES = (("on", True), ("off", False))
-
-
-def build_tiny_llama(out_dir: Path, smollm2_dir: Path, tokenizer) -> Path:
-    """The tiny random Llama of tests/conftest.py (``_build_tiny_llama``): same recipe and seed."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.float32).eval().save_pretrained(out_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (smollm2_dir / name).is_file():
-            shutil.copy(smollm2_dir / name, out_dir / name)
-    return out_dir
 
 
 class StepTimer:
@@ -256,10 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dirs = {"smollm2": str(smollm2_dir)}
         if "tiny" in args.models:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-            model_dirs["tiny"] = str(build_tiny_llama(Path(tmp), smollm2_dir, tokenizer))
+            model_dirs["tiny"] = str(build_tiny_llama(Path(tmp), smollm2_dir))
         for model in args.models:
             for backend in args.backends:
                 print(f"{model} / {backend}")
