@@ -64,6 +64,10 @@ class AdapterRegistry:
         self._pins = [0] * max_loras
         self._slot_of: dict[int, int] = {}
         self._slot_lru: OrderedDict[int, None] = OrderedDict((slot, None) for slot in range(max_loras))
+        # Lifetime counts for the engine's metrics: adapters read from disk by ``load``, and re-read
+        # after eviction from the CPU cache (a high re-read rate says max_cpu_loras is too small).
+        self.num_loads = 0
+        self.num_rereads = 0
 
     # -- names ----------------------------------------------------------------------------------
     def load(self, name: str, path: str | Path) -> AdapterRef:
@@ -79,6 +83,7 @@ class AdapterRegistry:
         if previous is not None:
             self._retire(previous.adapter_id)
         self._cache_cpu(ref.adapter_id, adapter)
+        self.num_loads += 1
         logger.info("loaded adapter %r (id %d) from %s", name, ref.adapter_id, ref.path)
         return ref
 
@@ -99,6 +104,10 @@ class AdapterRegistry:
 
     def slot_of(self, ref: AdapterRef) -> int | None:
         return self._slot_of.get(ref.adapter_id)
+
+    def num_active(self) -> int:
+        """Adapters in a device slot pinned by at least one running request."""
+        return sum(1 for pins in self._pins if pins)
 
     # -- device slots ---------------------------------------------------------------------------
     def slot_available(self, ref: AdapterRef) -> bool:
@@ -149,6 +158,7 @@ class AdapterRegistry:
             raise AdapterError(
                 f"adapter {ref.name!r}: the files in {ref.path} changed since it was loaded; load it again"
             )
+        self.num_rereads += 1
         if ref.adapter_id not in self._retired:
             self._cache_cpu(ref.adapter_id, adapter)
         return adapter

@@ -19,3 +19,8 @@ class PromptTooLongError(RequestError):
 
 class InvalidParamsError(RequestError):
     """The sampling parameters do not fit this model (e.g. a stop token id outside its vocabulary)."""
+
+
+class QueueFullError(RequestError):
+    """The waiting queue is at its bound (AsyncLLM's ``max_waiting``): nothing was queued; retry
+    later (a server answers 429)."""

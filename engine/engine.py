@@ -12,12 +12,14 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from prometheus_client import CollectorRegistry
 from transformers import AutoTokenizer
 
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
 from loomlm.engine.config import EngineConfig
 from loomlm.engine.kv_cache_manager import KVCacheManager
+from loomlm.engine.metrics import EngineMetrics
 from loomlm.engine.model_files import resolve_model_dir
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.loader import load_model
@@ -75,6 +77,8 @@ class LLMEngine:
             max_model_len,
             "on" if cache.enable_prefix_caching else "off",
         )
+        # Prometheus metrics in this engine's own registry; built first: grammar compiles report into it.
+        self.metrics = EngineMetrics(str(config.model or self.model_dir.name), max_model_len)
         self.structured_output = StructuredOutputManager(
             self.tokenizer,
             vocab_size=self.arch.vocab_size,
@@ -82,11 +86,13 @@ class LLMEngine:
             device=config.device,
             config=config.grammar,
             backend=config.grammar_backend,
+            on_compile=self.metrics.grammar_compile_seconds.observe,
         )
         lora_weights, self.adapters = self._build_lora(dtype) if config.lora.enable else (None, None)
         self.scheduler = Scheduler(
             sched, self.kv_cache, self.structured_output, self.adapters, jump_forward=config.jump_forward
         )
+        self.metrics.attach(self.scheduler, self.kv_cache, self.structured_output, self.adapters)
         self.runner = ModelRunner(
             self.model,
             self.arch,
@@ -190,6 +196,7 @@ class LLMEngine:
     def abort_request(self, request_ids: list[str]) -> list[RequestOutput]:
         child_ids = [cid for rid in request_ids for cid in self.output_processor.child_ids(rid)]
         aborted = self.scheduler.abort_requests(child_ids)
+        self.metrics.record_finished(aborted)
         return self.output_processor.process(aborted, only_finished=True)
 
     def has_unfinished_requests(self) -> bool:
@@ -223,15 +230,19 @@ class LLMEngine:
             token_bitmask = self.structured_output.fill_bitmask(requests) if fill is None else fill.result()
             sampler_output = self.sampler(logits, requests, token_bitmask)
         updated = self.scheduler.update(scheduler_output, sampler_output)
+        self.metrics.record_step(scheduler_output, updated)
         return self.output_processor.process(updated, only_finished=only_finished)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "num_running": self.scheduler.num_running,
-            "num_waiting": self.scheduler.num_waiting,
-            "kv_cache_usage": self.kv_cache.pool.usage,
-            "num_preemptions": self.scheduler.num_preemptions,
-        }
+        """A plain-dict snapshot: requests running and waiting, KV usage, lifetime counters (tokens,
+        finish reasons, preemptions, prefix-cache and grammar-cache queries and hits, compiles,
+        adapter loads) and latency summaries. See ``EngineMetrics.snapshot``."""
+        return self.metrics.snapshot()
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This engine's Prometheus registry: serve ``prometheus_client.generate_latest(registry)``."""
+        return self.metrics.registry
 
     def close(self) -> None:
         """Stop the grammar compile workers (also done when the engine is garbage-collected)."""

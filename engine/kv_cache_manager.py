@@ -18,6 +18,10 @@ class KVCacheManager:
         self._blocks: dict[str, list[KVBlock]] = {}
         # How many leading blocks of each request are already indexed in the prefix cache.
         self._num_indexed: dict[str, int] = {}
+        # Lifetime prefix-cache counts in tokens, as vLLM counts them (metrics read them): per
+        # admission, the request's known tokens (queried) and those served from the cache (hits).
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
 
     @property
     def num_free_blocks(self) -> int:
@@ -76,6 +80,12 @@ class KVCacheManager:
         if self.num_blocks_needed(request, num_new_tokens, cached) > self.pool.num_free_blocks:
             return None
         blocks = self._blocks.setdefault(request.request_id, [])
+        if not blocks and self.enable_prefix_caching:
+            # A request's first allocation (new, or recomputed after preemption) is where its prefix
+            # lookup takes effect: counted here, once per admission, never for a lookup that failed
+            # to get blocks and is retried next step.
+            self.prefix_cache_queries += request.num_tokens
+            self.prefix_cache_hits += len(cached) * self.block_size
         if cached:
             self.pool.touch(cached)
             blocks.extend(cached)

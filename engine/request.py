@@ -30,13 +30,15 @@ class RequestStatus(enum.IntEnum):
 
     @property
     def is_finished(self) -> bool:
-        return self >= RequestStatus.FINISHED_STOPPED
+        # A module constant: reading an enum member costs ~0.3 us, and this runs per request per step.
+        return self >= _FIRST_FINISHED
 
     @property
     def finish_reason(self) -> str | None:
         return _FINISH_REASONS.get(self)
 
 
+_FIRST_FINISHED = RequestStatus.FINISHED_STOPPED
 _FINISH_REASONS = {
     RequestStatus.FINISHED_STOPPED: "stop",
     RequestStatus.FINISHED_LENGTH: "length",
@@ -82,6 +84,12 @@ class Request:
     grammar_backend: str | None = None  # the backend that prepared it ("llguidance", "outlines")
     grammar_future: Future | None = None
     grammar: GrammarState | None = None
+    # Timestamps (time.monotonic) for the latency metrics (engine/metrics.py), set once each by the
+    # scheduler (first admission) and the engine (after each step that gave the request tokens).
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    num_recorded_output_tokens: int = 0  # output tokens already counted in the metrics
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Iterable
 
 from loomlm.adapters.errors import AdapterError
@@ -169,8 +170,9 @@ class Scheduler:
             if request.adapter is not None and request.adapter_slot is None:
                 request.adapter_slot = self.adapters.acquire_slot(request.adapter, adapter)
             self.waiting.pop()
-            if request.status == RequestStatus.WAITING:
-                request.num_cached_tokens = num_cached_tokens  # first admission only
+            if request.status == RequestStatus.WAITING:  # first admission only
+                request.num_cached_tokens = num_cached_tokens
+                request.first_scheduled_time = time.monotonic()  # ends its queue time (metrics)
             start = request.num_computed_tokens + num_cached_tokens
             request.num_computed_tokens = start
             request.status = RequestStatus.RUNNING

@@ -15,8 +15,9 @@ import enum
 import json
 import logging
 import os
+import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any
@@ -63,7 +64,11 @@ class StructuredOutputManager:
         config: CompilerConfig | None = None,
         backend: str = "auto",
         overlap_fill: bool | None = None,
+        on_compile: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_compile(seconds)`` is called from the compile thread when a compile this manager
+        started ends (done or failed): seconds from submit, queueing included, which is what the
+        requests waited (the engine's metrics observe it)."""
         if backend not in BACKEND_NAMES:
             raise ValueError(f"grammar_backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
         self.tokenizer = tokenizer
@@ -78,6 +83,13 @@ class StructuredOutputManager:
         self._backends: dict[str, GrammarBackend] = {}
         self._bitmask: TokenBitmask | None = None
         self._resolved: OrderedDict[Hashable, tuple[GrammarSpec, PreparedGrammar]] = OrderedDict()
+        self._on_compile = on_compile
+        # Compiles this manager started and still running: a submit that returns one of them joins it.
+        self._compiling: set[Future] = set()
+        # Lifetime counts (metrics read them): submits, and those that started no compile (the
+        # backend's memory cache had it, or the same compile was already running).
+        self.num_grammar_queries = 0
+        self.num_grammar_hits = 0
 
     @property
     def vocabulary(self) -> TokenVocabulary:
@@ -115,11 +127,31 @@ class StructuredOutputManager:
     def attach(self, requests: Sequence[Request], response_format: Any) -> None:
         """Resolve the format and start compiling; the requests (n siblings) share one Future."""
         spec, prepared = self.resolve(response_format)
+        started = time.monotonic()
         future = self.backends[prepared.backend].submit(prepared)
+        self._count_compile(future, started)
         for request in requests:
             request.grammar_spec = spec
             request.grammar_backend = prepared.backend
             request.grammar_future = future
+
+    def _count_compile(self, future: Future, started: float) -> None:
+        # Membership first: a joined compile leaves the set only once done, so one that finished
+        # in between is seen as done, never as a new compile. (An outlines disk-cache read happens
+        # on the compile thread, so it counts as a compile: a fast one.)
+        self.num_grammar_queries += 1
+        if future in self._compiling or future.done():
+            self.num_grammar_hits += 1
+            return
+        self._compiling.add(future)
+        future.add_done_callback(lambda done: self._compile_done(done, started))
+
+    def _compile_done(self, future: Future, started: float) -> None:
+        """Runs on the compile thread: set.discard is atomic, and ``on_compile`` must be thread-safe
+        (a prometheus_client histogram is)."""
+        self._compiling.discard(future)
+        if self._on_compile is not None:
+            self._on_compile(time.monotonic() - started)
 
     # -- scheduling -------------------------------------------------------------------------------
     def activate(self, request: Request) -> GrammarStatus:

@@ -9,14 +9,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loomlm.grammar.call_formats import HERMES, CallFormat
 from loomlm.grammar.errors import GrammarError, UnsupportedSchemaError
 from loomlm.grammar.llg_schema import prepare_llg_schema
+from loomlm.grammar.prompt_schema import prompt_schema
 from loomlm.grammar.schema_walk import resolve
 from loomlm.grammar.specs import Grammar
 from loomlm.grammar.structural_tags import StructuralTag, StructuralTags
 from loomlm.grammar.tool_specs import (
-    CALL_END,
-    CALL_START,
     MAX_RELAXATIONS,
     NAMED_CHOICE,
     ToolDefinitionError,
@@ -26,9 +26,12 @@ from loomlm.grammar.tool_specs import (
 
 
 def tool_call_format(
-    tools: Sequence[ToolSpec | Mapping], tool_choice: Any = "auto", parallel_tool_calls: bool = True
+    tools: Sequence[ToolSpec | Mapping],
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+    fmt: CallFormat = HERMES,
 ) -> StructuralTags | None:
-    """The constrained format of an answer that may call ``tools`` in the generic format.
+    """The constrained format of an answer that may call ``tools`` in the call format ``fmt``.
 
     ``tool_choice``: ``"auto"`` (any number of calls, or at most one when ``parallel_tool_calls``
     is False), ``"required"`` (at least one), ``{"type": "function", "function": {"name": X}}``
@@ -55,9 +58,7 @@ def tool_call_format(
         raise ToolDefinitionError(
             f"tool_choice must be 'auto', 'required', 'none' or {NAMED_CHOICE}, got {tool_choice!r}"
         )
-    tags = [
-        StructuralTag(call_begin(spec.name), _tag_schema(spec), call_end(), CALL_START) for spec in chosen
-    ]
+    tags = [StructuralTag(fmt.begin(spec.name), _tag_schema(spec), fmt.end(), fmt.trigger) for spec in chosen]
     # A required or named call starts the answer at once (as OpenAI and vLLM do): with free text
     # first, a small model talks until max_tokens and never calls.
     return StructuralTags(tags, min_tags=min_calls, max_tags=max_calls, free_text=min_calls == 0)
@@ -74,16 +75,6 @@ def _named_tool(tool_choice: Mapping, by_name: dict[str, ToolSpec]) -> ToolSpec:
             f"tool_choice names {function['name']!r}, which is not among the tools {sorted(by_name)}"
         )
     return by_name[function["name"]]
-
-
-def call_begin(name: str) -> str:
-    """The text before a call's arguments, trigger included."""
-    return f'{CALL_START}\n{{"name": {json.dumps(name)}, "arguments": '
-
-
-def call_end() -> str:
-    """The text after a call's arguments."""
-    return f"}}\n{CALL_END}"
 
 
 def _tag_schema(spec: ToolSpec) -> dict:
@@ -118,9 +109,9 @@ def _drop(schema: dict, pointer: str) -> bool:
     return True
 
 
-def no_tool_call_format() -> Grammar:
-    """Any text that holds no ``<tool_call>`` trigger (``tool_choice="none"``)."""
-    trigger = json.dumps(CALL_START)
+def no_tool_call_format(fmt: CallFormat = HERMES) -> Grammar:
+    """Any text that holds no call trigger of ``fmt`` (``tool_choice="none"``)."""
+    trigger = json.dumps(fmt.trigger)
     return Grammar(
         f"%llguidance {{}}\nTEXT: /(.|\\n)*/\nNO_CALL: TEXT & ~(TEXT {trigger} TEXT)\nstart: NO_CALL\n"
     )
@@ -149,11 +140,12 @@ def tools_system_prompt(tools: Sequence[ToolSpec | Mapping]) -> str:
     if not by_name:
         raise ToolDefinitionError("tools_system_prompt needs at least one tool")
     listed = [
-        {"name": s.name, "description": s.description, "parameters": s.parameters} for s in by_name.values()
+        {"name": s.name, "description": s.description, "parameters": prompt_schema(s.parameters)}
+        for s in by_name.values()
     ]
     lines = [json.dumps(tool, ensure_ascii=False) for tool in listed]
     first = next(iter(by_name.values()))
-    example = call_begin(first.name) + json.dumps(_example(first.parameters), ensure_ascii=False) + call_end()
+    example = HERMES.render(first.name, _example(first.parameters))
     return _PROMPT.format(tools="\n".join(lines), example=example)
 
 

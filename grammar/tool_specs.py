@@ -1,15 +1,9 @@
 """Tools for function calling, as data: ``ToolSpec`` (an OpenAI-style function definition) and
-``ToolCall`` parsing of the generic (Hermes / Qwen2.5-style) call format (its grammar and prompt
-are in ``tool_format``).
+``ToolCall`` parsing in a call format (``call_formats``: the generic Hermes / Qwen2.5 blocks, or
+Llama 3.1's JSON; the grammar and prompt are in ``tool_format``).
 
-A call in the generic format is one block per call, anywhere in the answer::
-
-    <tool_call>
-    {"name": "get_weather", "arguments": {"city": "Paris"}}
-    </tool_call>
-
-``tool_format.tool_call_format(tools, tool_choice, parallel_tool_calls)`` turns the tools into
-``StructuralTags``: free text, and after each ``<tool_call>`` trigger the name of one tool and
+``tool_format.tool_call_format(tools, tool_choice, parallel_tool_calls, fmt)`` turns the tools into
+``StructuralTags``: free text, and after each call trigger the name of one tool and
 arguments under its parameters schema, call counts bounded in the grammar. Each schema goes through
 the same exact-or-refused preparation as a response format (``llg_schema``); a tool with
 ``strict=False`` has the keywords llguidance cannot enforce dropped from its grammar, and its calls
@@ -29,12 +23,13 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from loomlm.grammar.call_formats import HERMES, CallFormat
 from loomlm.grammar.errors import GrammarError
 from loomlm.grammar.json_schema import check_schema_size
 from loomlm.grammar.specs import OutputParseError
 
-CALL_START = "<tool_call>"
-CALL_END = "</tool_call>"
+CALL_START = HERMES.open_marker
+CALL_END = HERMES.close_marker
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _SPACE = re.compile(r"\s*")
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -177,36 +172,38 @@ def tool_specs_by_name(tools: Sequence[ToolSpec | Mapping]) -> dict[str, ToolSpe
     return by_name
 
 
-def parse_tool_calls(text: str, tools: Sequence[ToolSpec | Mapping]) -> tuple[str, list[ToolCall]]:
-    """The content (the text outside the ``<tool_call>`` blocks, stripped) and each call, in order.
-    Raises ``OutputParseError`` on a block that is not JSON, not closed, names an unknown tool or
-    whose arguments violate the tool's parameters schema."""
+def parse_tool_calls(
+    text: str, tools: Sequence[ToolSpec | Mapping], fmt: CallFormat = HERMES
+) -> tuple[str, list[ToolCall]]:
+    """The content (the text outside the calls, stripped) and each call, in order, in the call
+    format ``fmt``. Raises ``OutputParseError`` on a call that is not JSON, not closed, names an
+    unknown tool or whose arguments violate the tool's parameters schema."""
     by_name = tool_specs_by_name(tools)
     decoder = json.JSONDecoder()
     content: list[str] = []
     calls: list[ToolCall] = []
     position = 0
-    while (start := text.find(CALL_START, position)) != -1:
+    while (start := text.find(fmt.trigger, position)) != -1:
         content.append(text[position:start])
-        body = _SPACE.match(text, start + len(CALL_START)).end()
+        body = _SPACE.match(text, start + len(fmt.open_marker)).end()
         try:
             value, end = decoder.raw_decode(text, body)
         except json.JSONDecodeError as error:
-            raise OutputParseError(f"a {CALL_START} block does not hold valid JSON: {error}") from None
-        end = _SPACE.match(text, end).end()
-        if not text.startswith(CALL_END, end):
-            raise OutputParseError(f"a {CALL_START} block is not closed by {CALL_END}")
-        calls.append(_tool_call(value, by_name))
-        position = end + len(CALL_END)
+            raise OutputParseError(f"a {fmt.name} tool call does not hold valid JSON: {error}") from None
+        end = _SPACE.match(text, end).end() if fmt.close_marker else end
+        if not text.startswith(fmt.close_marker, end):
+            raise OutputParseError(f"a tool call is not closed by {fmt.close_marker}")
+        calls.append(_tool_call(value, by_name, fmt.arguments_key))
+        position = end + len(fmt.close_marker)
     content.append(text[position:])
     return "".join(content).strip(), calls
 
 
-def _tool_call(value: Any, by_name: dict[str, ToolSpec]) -> ToolCall:
-    if not isinstance(value, dict) or set(value) != {"name", "arguments"}:
+def _tool_call(value: Any, by_name: dict[str, ToolSpec], arguments_key: str) -> ToolCall:
+    if not isinstance(value, dict) or set(value) != {"name", arguments_key}:
         got = sorted(value) if isinstance(value, dict) else type(value).__name__
-        raise OutputParseError(f'a tool call must be {{"name": ..., "arguments": {{...}}}}, got {got}')
-    name, arguments = value["name"], value["arguments"]
+        raise OutputParseError(f'a tool call must be {{"name": ..., "{arguments_key}": {{...}}}}, got {got}')
+    name, arguments = value["name"], value[arguments_key]
     if not isinstance(name, str) or name not in by_name:
         raise OutputParseError(f"the model called an unknown tool {name!r}; tools: {sorted(by_name)}")
     if not isinstance(arguments, dict):

@@ -3,7 +3,17 @@
 import logging
 
 from loomlm.adapters.errors import AdapterError
-from loomlm.common.errors import InvalidParamsError, InvalidPromptError, PromptTooLongError, RequestError
+from loomlm.async_engine_loop import EngineStoppedError
+from loomlm.async_llm import AsyncLLM
+from loomlm.async_outputs import ChatChoiceDelta, ChatStreamChunk, CompletionDelta, StreamOutput
+from loomlm.async_requests import RequestStream
+from loomlm.common.errors import (
+    InvalidParamsError,
+    InvalidPromptError,
+    PromptTooLongError,
+    QueueFullError,
+    RequestError,
+)
 from loomlm.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
@@ -21,9 +31,14 @@ from loomlm.tool_stream import ToolCallStreamer
 __all__ = [
     "LLM",
     "AdapterError",
+    "AsyncLLM",
+    "ChatChoiceDelta",
+    "ChatStreamChunk",
     "Choice",
     "CompilerConfig",
+    "CompletionDelta",
     "CompletionOutput",
+    "EngineStoppedError",
     "ExtractionError",
     "Grammar",
     "GrammarError",
@@ -37,10 +52,13 @@ __all__ = [
     "Logprob",
     "OutputParseError",
     "PromptTooLongError",
+    "QueueFullError",
     "Regex",
     "RequestError",
     "RequestOutput",
+    "RequestStream",
     "SamplingParams",
+    "StreamOutput",
     "StructuralTag",
     "StructuralTags",
     "TaggedText",

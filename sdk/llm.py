@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from loomlm import tool_calls as tc
-from loomlm.adapters.errors import AdapterError
 from loomlm.adapters.registry import AdapterRef
 from loomlm.common.errors import RequestError
 from loomlm.common.paths import grammar_cache_dir
@@ -19,7 +17,7 @@ from loomlm.engine.outputs import RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.llm_tools import ToolCallsAPI
-from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters
+from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters, resolve_adapter_choice
 from loomlm.prompts import Conversation, PromptInput, as_params_list, as_prompt_list, error_output
 from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
 
@@ -101,6 +99,10 @@ class LLM(ToolCallsAPI):
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
 
+    def stats(self) -> dict[str, Any]:
+        """The engine's counters, gauges and latency summaries (``LLMEngine.stats``)."""
+        return self.engine.stats()
+
     # -- adapters -------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str) -> AdapterRef:
         """Load a PEFT LoRA adapter directory under ``name`` (AdapterError if it does not fit the
@@ -115,21 +117,8 @@ class LLM(ToolCallsAPI):
         return self.engine.list_adapters()
 
     def _adapter_name(self, choice: AdapterChoice) -> str | None:
-        """The adapter name a request runs with; a LoRARequest loads its adapter on first use. A
-        LoRARequest naming a loaded adapter with another path is an AdapterError: it never reloads
-        an adapter under running requests."""
-        if not isinstance(choice, LoRARequest):
-            return choice
-        loaded = {ref.name: ref for ref in self.engine.list_adapters()}
-        ref = loaded.get(choice.lora_name)
-        if ref is None:
-            self.load_adapter(choice.lora_name, choice.lora_path)
-        elif Path(ref.path).resolve() != Path(choice.lora_path).expanduser().resolve():
-            raise AdapterError(
-                f"adapter {choice.lora_name!r} is loaded from {ref.path}, but this LoRARequest names "
-                f"{choice.lora_path}; use another lora_name, or unload_adapter({choice.lora_name!r}) first"
-            )
-        return choice.lora_name
+        """The adapter name a request runs with (a LoRARequest loads its adapter on first use)."""
+        return resolve_adapter_choice(self.engine, choice)
 
     def generate(
         self,

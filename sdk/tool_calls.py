@@ -17,10 +17,10 @@ from typing import Any
 
 from loomlm.engine.outputs import CompletionOutput, RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.grammar.call_formats import HERMES, CallFormat
 from loomlm.grammar.specs import OutputParseError
 from loomlm.grammar.tool_format import no_tool_call_format, tool_call_format
 from loomlm.grammar.tool_specs import (
-    ToolCall,
     ToolDefinitionError,
     ToolSpec,
     parse_tool_calls,
@@ -28,7 +28,7 @@ from loomlm.grammar.tool_specs import (
 )
 from loomlm.prompts import as_params_list
 from loomlm.tool_functions import Tool, as_tool
-from loomlm.tool_prompts import template_renders_tools, tool_messages
+from loomlm.tool_prompts import native_call_format, tool_messages
 
 Conversation = Sequence[dict[str, Any]]
 
@@ -49,6 +49,7 @@ class ToolSet:
     tools: tuple[Tool, ...]
     response_format: Any
     tool_choice: Any = "auto"
+    call_format: CallFormat = HERMES
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -58,16 +59,23 @@ class ToolSet:
         return {tool.spec.name: tool for tool in self.tools}
 
 
-def tool_set(tools: Sequence[Any], tool_choice: Any = "auto", parallel_tool_calls: bool = True) -> ToolSet:
-    """Functions, Pydantic models, OpenAI dicts and ToolSpecs, mixed, as one ToolSet.
+def tool_set(
+    tools: Sequence[Any],
+    tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+    call_format: CallFormat = HERMES,
+) -> ToolSet:
+    """Functions, Pydantic models, OpenAI dicts and ToolSpecs, mixed, as one ToolSet, calls in
+    ``call_format`` (the chat template's own, or the generic one).
     ToolDefinitionError on a bad tool, a duplicate name, a named choice not in the list or
     ``required`` with no tools."""
     if isinstance(tools, Mapping | str) or not isinstance(tools, Sequence):
         raise ToolDefinitionError(f"tools must be a list, got {type(tools).__name__}")
     resolved = tuple(as_tool(tool) for tool in tools)
     tool_specs_by_name([tool.spec for tool in resolved])  # duplicate names
-    fmt = tool_call_format([t.spec for t in resolved], tool_choice, parallel_tool_calls)
-    return ToolSet(resolved, fmt if fmt is not None else no_tool_call_format(), tool_choice)
+    fmt = tool_call_format([t.spec for t in resolved], tool_choice, parallel_tool_calls, call_format)
+    grammar = fmt if fmt is not None else no_tool_call_format(call_format)
+    return ToolSet(resolved, grammar, tool_choice, call_format)
 
 
 def per_conversation(value: Any, count: int, is_list: Callable[[Any], bool], what: str) -> list[Any]:
@@ -121,14 +129,15 @@ def prepare_tool_chats(
     count = len(conversations)
     tools_list = per_conversation(tools, count, is_tools_per_conversation, "tool lists")
     choices = per_conversation(tool_choice, count, lambda c: isinstance(c, list | tuple), "tool choices")
-    native = template_renders_tools(processor.tokenizer)
+    native_format = native_call_format(processor.tokenizer)
+    call_format = native_format or HERMES
     chats = ToolChats([], [], [], {})
     shared: dict[tuple[int, str], ToolSet] = {}
     for i, (conversation, params) in enumerate(zip(conversations, params_list, strict=True)):
         try:
             key = (id(tools_list[i]), repr(choices[i]))
             if key not in shared:
-                shared[key] = tool_set(tools_list[i], choices[i], parallel_tool_calls)
+                shared[key] = tool_set(tools_list[i], choices[i], parallel_tool_calls, call_format)
             tools_i = shared[key]
         except ToolDefinitionError as error:
             if raise_errors:
@@ -138,7 +147,7 @@ def prepare_tool_chats(
             chats.params.append(params)
             chats.tool_sets.append(None)
             continue
-        messages, extra = tool_messages(conversation, tools_i, native)
+        messages, extra = tool_messages(conversation, tools_i, native_format is not None)
         chats.params.append(tool_params(params, tools_i))
         chats.token_ids.append(
             processor.apply_chat_template(messages, add_generation_prompt, **template_kwargs, **extra)
@@ -176,18 +185,22 @@ def finish_tool_outputs(output: RequestOutput, tools: ToolSet | None) -> Request
     if tools is None or output.error is not None:
         return output
     for completion in output.outputs:
-        apply_tool_calls(completion, tools.specs)
+        apply_tool_calls(completion, tools.specs, tools.call_format)
     return output
 
 
-def apply_tool_calls(completion: CompletionOutput, specs: Sequence[ToolSpec]) -> None:
+def apply_tool_calls(
+    completion: CompletionOutput, specs: Sequence[ToolSpec], call_format: CallFormat = HERMES
+) -> None:
     """Parse a finished completion's calls: ``tool_calls`` the calls, ``text`` the text outside them,
     finish reason ``tool_calls`` when it stopped normally with at least one call. A text that does
     not parse (cut inside a call) keeps its text, has no calls and says why in ``parse_error``."""
     if not completion.finished or completion.finish_reason in ("error", "abort"):
         return
     try:
-        content, calls = _parse(completion.text, specs)
+        content, calls = (
+            parse_tool_calls(completion.text, specs, call_format) if specs else (completion.text, [])
+        )
     except OutputParseError as error:
         completion.tool_calls = []
         completion.parse_error = completion.parse_error or str(error)
@@ -197,10 +210,6 @@ def apply_tool_calls(completion: CompletionOutput, specs: Sequence[ToolSpec]) ->
         completion.text = content
         if completion.finish_reason == "stop":
             completion.finish_reason = "tool_calls"
-
-
-def _parse(text: str, specs: Sequence[ToolSpec]) -> tuple[str, list[ToolCall]]:
-    return parse_tool_calls(text, specs) if specs else (text, [])
 
 
 # -- typed calls and the tool loop -------------------------------------------------------------------

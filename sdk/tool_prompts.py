@@ -1,5 +1,6 @@
-"""Tools in the prompt: whether a chat template renders ``tools`` itself, and conversations with
-tool calls and ``role: "tool"`` results rewritten for templates that do not (Hermes style)."""
+"""Tools in the prompt: whether a chat template renders ``tools`` itself and in which call format
+(``native_call_format``), and conversations with tool calls and ``role: "tool"`` results
+rewritten for templates that do not (the generic Hermes-style format in the system prompt)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from loomlm.grammar.call_formats import HERMES, CallFormat, detect_call_format, probe_messages
 from loomlm.grammar.tool_format import tools_system_prompt
-from loomlm.grammar.tool_specs import (
-    CALL_END,
-    CALL_START,
-    ToolCall,
-    ToolSpec,
-)
+from loomlm.grammar.tool_specs import ToolCall, ToolSpec
 
 if TYPE_CHECKING:
     from loomlm.tool_calls import ToolSet
@@ -39,6 +36,19 @@ def template_renders_tools(tokenizer: Any) -> bool:
     except Exception:  # a template that fails on tools does not support them
         return False
     return plain != probed
+
+
+@functools.lru_cache(maxsize=16)
+def native_call_format(tokenizer: Any) -> CallFormat | None:
+    """The call format of a chat template that renders ``tools`` (it writes a probe call in it),
+    or None: tools then go in the generic system prompt and calls in the generic format."""
+    if not template_renders_tools(tokenizer):
+        return None
+    try:
+        rendered = tokenizer.apply_chat_template(probe_messages(), tokenize=False)
+    except Exception:  # a template that cannot render a call in history has no format we can use
+        return None
+    return detect_call_format(rendered)
 
 
 def tool_messages(messages: Conversation, tools: ToolSet, native: bool) -> tuple[list[dict], dict]:
@@ -74,7 +84,7 @@ def normalize_messages(messages: Conversation, native: bool) -> list[dict]:
                 out.append({**message, "content": message.get("content") or "", "tool_calls": calls})
             else:
                 blocks = [
-                    format_call(call["function"]["name"], call["function"]["arguments"]) for call in calls
+                    HERMES.render(call["function"]["name"], call["function"]["arguments"]) for call in calls
                 ]
                 text = "\n".join([message["content"], *blocks] if message.get("content") else blocks)
                 out.append({"role": "assistant", "content": text})
@@ -90,12 +100,6 @@ def normalize_messages(messages: Conversation, native: bool) -> list[dict]:
     for message in out:
         message.pop("_tool_responses", None)
     return out
-
-
-def format_call(name: str, arguments: Any) -> str:
-    """One call in the generic ``<tool_call>`` format."""
-    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
-    return f"{CALL_START}\n{body}\n{CALL_END}"
 
 
 def _call_dict(call: Any) -> dict:

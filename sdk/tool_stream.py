@@ -8,20 +8,25 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from loomlm.grammar.tool_specs import CALL_END, CALL_START, ToolCall, new_tool_call_id
+from loomlm.grammar.call_formats import HERMES, CallFormat
+from loomlm.grammar.tool_specs import ToolCall, new_tool_call_id
 
-_HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\{)')
-_TRAILER = re.compile(r"\s*\}\s*" + re.escape(CALL_END))
+_HEADER = r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"%s"\s*:\s*(?=\{)'
 
 
 class ToolCallStreamer:
     """Fed the text deltas of one completion, yields OpenAI chunk-shaped deltas: ``{"content": s}``
     outside calls; per call once ``{"tool_calls": [{"index", "id", "type": "function", "function":
     {"name", "arguments": ""}}]}`` and then ``{"tool_calls": [{"index", "function": {"arguments":
-    fragment}}]}``. Text that may still become ``<tool_call>`` is held back until it cannot;
-    ``finish()`` releases it. ``tool_calls`` lists the finished calls (with the streamed ids)."""
+    fragment}}]}``, calls in the format ``fmt``. Text that may still become a call's trigger is held
+    back until it cannot; ``finish()`` releases it. ``tool_calls`` lists the finished calls (with
+    the streamed ids)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: CallFormat = HERMES) -> None:
+        self._fmt = fmt
+        self._header_pattern = re.compile(_HEADER % re.escape(fmt.arguments_key))
+        close = r"\s*" + re.escape(fmt.close_marker) if fmt.close_marker else ""
+        self._trailer_pattern = re.compile(r"\s*\}" + close)
         self._buffer = ""
         self._state = "text"  # text | header | arguments | trailer
         self._depth = 0
@@ -49,12 +54,12 @@ class ToolCallStreamer:
         self._buffer = ""
 
     def _text(self) -> dict | None:
-        start = self._buffer.find(CALL_START)
+        start = self._buffer.find(self._fmt.trigger)
         if start != -1:
-            content, self._buffer = self._buffer[:start], self._buffer[start + len(CALL_START) :]
+            content, self._buffer = self._buffer[:start], self._buffer[start + len(self._fmt.open_marker) :]
             self._state = "header"
             return {"content": content} if content else {}
-        keep = _held_back(self._buffer)
+        keep = _held_back(self._buffer, self._fmt.trigger)
         content, self._buffer = (
             self._buffer[: len(self._buffer) - keep],
             self._buffer[len(self._buffer) - keep :],
@@ -62,7 +67,7 @@ class ToolCallStreamer:
         return {"content": content} if content else None
 
     def _header(self) -> dict | None:
-        match = _HEADER.match(self._buffer)
+        match = self._header_pattern.match(self._buffer)
         if match is None:
             return None
         name = json.loads(match[1])
@@ -107,7 +112,7 @@ class ToolCallStreamer:
         return {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
 
     def _trailer(self) -> dict | None:
-        match = _TRAILER.match(self._buffer)
+        match = self._trailer_pattern.match(self._buffer)
         if match is None:
             return None
         self._buffer = self._buffer[match.end() :]
@@ -116,9 +121,9 @@ class ToolCallStreamer:
         return {}
 
 
-def _held_back(text: str) -> int:
-    """Length of the longest end of ``text`` that begins ``<tool_call>`` (could still become it)."""
-    for size in range(min(len(text), len(CALL_START) - 1), 0, -1):
-        if CALL_START.startswith(text[-size:]):
+def _held_back(text: str, trigger: str) -> int:
+    """Length of the longest end of ``text`` that begins ``trigger`` (could still become it)."""
+    for size in range(min(len(text), len(trigger) - 1), 0, -1):
+        if trigger.startswith(text[-size:]):
             return size
     return 0
