@@ -4,6 +4,9 @@ the grammar, so every call names a given function with arguments that validate; 
 typed calls you can ``invoke``, ``run_tools`` runs the whole loop."""
 
 from enum import Enum
+from typing import Annotated
+
+from pydantic import Field
 
 from loomlm import LLM, SamplingParams, ToolCallError
 
@@ -25,7 +28,7 @@ def get_weather(city: str, unit: Unit = Unit.CELSIUS, days: int | None = None) -
     return f"{city}: {degrees} degrees {unit.value}, sunny" + (f", {days}-day forecast" if days else "")
 
 
-def search(query: str, max_results: int = 3) -> list[str]:
+def search(query: Annotated[str, Field(min_length=1)], max_results: int = 3) -> list[str]:
     """Search the web and return the titles of the top results.
 
     Args:
@@ -36,7 +39,7 @@ def search(query: str, max_results: int = 3) -> list[str]:
 
 
 REQUESTS = [
-    "What is the weather in Paris in fahrenheit?",
+    "What is the weather in London in celsius?",
     "Search the web for the best pizza recipes.",
 ]
 
@@ -46,11 +49,12 @@ def main() -> None:
     tools = [get_weather, search]
     greedy = SamplingParams(temperature=0, max_tokens=256)
 
-    results = llm.call_batch(tools, REQUESTS, sampling_params=greedy, return_exceptions=True)
-    for request, calls in zip(REQUESTS, results, strict=True):
+    for request in REQUESTS:
         print(f"\n{request}")
-        if isinstance(calls, ToolCallError):
-            print("  no call:", calls)
+        try:  # one call each (parallel_tool_calls=False is a bound in the grammar)
+            calls = llm.call(tools, request, sampling_params=greedy, parallel_tool_calls=False)
+        except ToolCallError as error:
+            print("  no call:", error)
             continue
         for call in calls:
             print(f"  {call.name}({call.arguments!r})")

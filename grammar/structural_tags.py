@@ -103,7 +103,9 @@ class StructuralTags:
     def to_lark(self) -> str:
         """The llguidance Lark grammar (each schema prepared strictly: a keyword llguidance does not
         enforce exactly raises UnsupportedSchemaError naming it)."""
-        lines = ["%llguidance {}", "TEXT: /(.|\\n)*/", "WS: /[ \\t\\n]*/"]
+        # Whitespace around tags is bounded: with free_text=False, unbounded whitespace lets a weak
+        # model pad until max_tokens instead of starting the call the grammar requires.
+        lines = ["%llguidance {}", "TEXT: /(.|\\n)*/", "WS: /[ \\t\\n]{0,4}/"]
         triggers = " | ".join(json.dumps(t.trigger if t.trigger is not None else t.begin) for t in self.tags)
         # The text after the last tag holds no trigger: a tag past max_tags cannot sneak in as text.
         lines.append(f"TAIL: TEXT & ~(TEXT ({triggers}) TEXT)")

@@ -42,7 +42,8 @@ def extraction_messages(target: Any, source: str | Conversation, instructions: s
         return messages
     if not source.strip():
         raise ValueError("extract() got an empty text")
-    schema = TypeAdapter(target).json_schema()
+    # A JSON Schema dict is the schema itself; a type (Pydantic model, dataclass, ...) describes one.
+    schema = target if isinstance(target, dict) else TypeAdapter(target).json_schema()
     system = (instructions or _DEFAULT_INSTRUCTIONS).format(schema=json.dumps(schema, separators=(",", ":")))
     return [{"role": "system", "content": system}, {"role": "user", "content": source}]
 

@@ -3,6 +3,7 @@ output order and shapes, sampling options end to end, and bad input failing only
 
 import logging
 
+import jsonschema
 import pydantic
 import pytest
 
@@ -197,3 +198,18 @@ def test_the_engine_logs_through_standard_logging(tiny_llama_dir, caplog):
 def test_the_package_is_quiet_by_default():
     handlers = logging.getLogger("loomlm").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def test_extract_takes_a_json_schema_dict_as_well_as_a_type(llm):
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 8},
+            "age": {"type": "integer", "maximum": 120},
+        },
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    value = llm.extract(schema, "Ann is 31.", sampling_params=SamplingParams(temperature=0, max_tokens=64))
+    assert isinstance(value, dict) and set(value) == {"name", "age"}
+    jsonschema.validate(value, schema)

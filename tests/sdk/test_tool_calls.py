@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import enum
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loomlm import LLM, SamplingParams, ToolCallError, ToolCallStreamer, ToolDefinitionError
 from loomlm.engine.outputs import CompletionOutput, RequestOutput
@@ -407,19 +407,48 @@ def test_streamer_holds_back_only_what_may_become_a_call():
 
 
 # -- the real SmolLM2 -------------------------------------------------------------------------------
+class WebSearch:
+    """The example's search function (its query must not be empty), named ``search``."""
+
+    @staticmethod
+    def search(query: Annotated[str, Field(min_length=1)], max_results: int = 3) -> list[str]:
+        """Search the web and return the titles of the top results.
+
+        Args:
+            query: What to search for.
+            max_results: How many results to return.
+        """
+        return [query] * max_results
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="SmolLM2-135M greedy, required choice: it calls the right tools but with partly wrong "
-    "arguments (get_weather(city='Paris', unit=celsius) for fahrenheit; search(query=''))",
-    strict=False,
-)
 def test_smollm2_calls_weather_and_search_with_the_right_arguments(smollm2_dir):
     llm = LLM(str(smollm2_dir), max_num_seqs=4)
-    requests = ["What is the weather in Paris in fahrenheit?", "Search the web for the best pizza recipes."]
-    weather, found = llm.call_batch(
-        [get_weather, search], requests, sampling_params=SamplingParams(temperature=0, max_tokens=256)
-    )
-    assert [(c.name, c.arguments.city, c.arguments.unit) for c in weather][:1] == [
-        ("get_weather", "Paris", Unit.FAHRENHEIT)
+    greedy = SamplingParams(temperature=0, max_tokens=160)
+    tools = [get_weather, WebSearch.search]
+    # One request at a time: the 135M model's choices are close calls, and a batch of another size
+    # rounds the float32 sums differently.
+    one = {"sampling_params": greedy, "parallel_tool_calls": False}
+    weather = llm.call(tools, "What is the weather in London in celsius?", **one)
+    found = llm.call(tools, "Search the web for the best pizza recipes.", **one)
+    assert [(c.name, c.arguments.city, c.arguments.unit, c.arguments.days) for c in weather] == [
+        ("get_weather", "London", Unit.CELSIUS, None)
     ]
-    assert found[0].name == "search" and "pizza" in found[0].arguments.query.lower()
+    assert [c.name for c in found] == ["search"] and "pizza" in found[0].arguments.query.lower()
+    assert found[0].invoke() == [found[0].arguments.query] * found[0].arguments.max_results
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="SmolLM2-135M greedy picks unit 'celsius' even when asked for fahrenheit (the grammar "
+    "allows both; the model's choice); a larger model, or tool_choice with a narrower enum, gets it",
+    strict=False,
+)
+def test_smollm2_picks_the_non_default_enum_value_when_asked(smollm2_dir):
+    llm = LLM(str(smollm2_dir), max_num_seqs=4)
+    (call,) = llm.call(
+        [get_weather],
+        "What is the weather in Paris in fahrenheit?",
+        sampling_params=SamplingParams(temperature=0, max_tokens=160),
+    )
+    assert (call.arguments.city, call.arguments.unit) == ("Paris", Unit.FAHRENHEIT)

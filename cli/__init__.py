@@ -1,0 +1,1 @@
+"""The loomlm command line: serve, generate, chat, extract, bench."""

@@ -1,0 +1,278 @@
+"""Shared option groups: the engine options (-> ``LLM(**kwargs)`` / ``AsyncLLM`` / the server's
+``engine_options``), the sampling options (-> ``SamplingParams``), ``--model`` and ``--adapter``.
+
+Options left out are not passed on, so the library's own defaults apply; the defaults printed by
+``--help`` are those defaults (``tests/cli`` checks them against ``LLM`` and ``SamplingParams``)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from loomlm.cli.common import CliError, parse_adapter, validation_message
+
+# ``LLM.__init__`` defaults shown in --help (the options themselves default to None: not passed).
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "max_num_seqs": 128,
+    "max_num_batched_tokens": 2048,
+    "block_size": 16,
+    "dtype": "float32",
+    "device": "cpu",
+    "scheduling_policy": "fcfs",
+    "grammar_backend": "auto",
+}
+# ``LoRAConfig`` defaults shown in --help.
+LORA_DEFAULTS: dict[str, Any] = {"max_loras": 4, "max_lora_rank": 64}
+# ``SamplingParams`` defaults shown in --help.
+SAMPLING_DEFAULTS: dict[str, Any] = {
+    "max_tokens": 256,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "min_tokens": 0,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "n": 1,
+}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``65536`` (powers of 1024); an argparse ``type``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 4G, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    value = int(number * 1024 ** "_kmgt".index(unit or "_"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m",
+        "--model",
+        metavar="DIR",
+        help="local Hugging Face checkpoint directory (Llama, Mistral, Qwen2: config.json + *.safetensors) "
+        "(default: the embedded SmolLM2-135M-Instruct)",
+    )
+
+
+def add_adapter_option(parser: Any, help_text: str) -> None:
+    """``--adapter NAME=PATH`` (repeatable) on a parser or an argument group."""
+    parser.add_argument(
+        "--adapter", metavar="NAME=PATH", type=parse_adapter, action="append", default=None, help=help_text
+    )
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The engine options of ``LLM(...)`` that exist, as one group (all default to "not given")."""
+    g = parser.add_argument_group("engine options")
+    d = ENGINE_DEFAULTS
+    g.add_argument(
+        "--max-num-seqs",
+        type=positive_int,
+        metavar="N",
+        help=f"most sequences in one batch (default: {d['max_num_seqs']})",
+    )
+    g.add_argument(
+        "--max-num-batched-tokens",
+        type=positive_int,
+        metavar="N",
+        help=f"token budget of one engine step (default: {d['max_num_batched_tokens']})",
+    )
+    g.add_argument(
+        "--max-model-len",
+        type=positive_int,
+        metavar="N",
+        help="context length: prompt + output tokens (default: the model's own)",
+    )
+    g.add_argument(
+        "--no-chunked-prefill",
+        dest="enable_chunked_prefill",
+        action="store_false",
+        default=None,
+        help="prefill each prompt in one step instead of in chunks",
+    )
+    g.add_argument(
+        "--scheduling-policy",
+        choices=("fcfs", "priority"),
+        help=f"waiting queue order (default: {d['scheduling_policy']})",
+    )
+    g.add_argument(
+        "--block-size",
+        type=positive_int,
+        metavar="N",
+        help=f"tokens per KV cache block, a power of two (default: {d['block_size']})",
+    )
+    kv = g.add_mutually_exclusive_group()
+    kv.add_argument(
+        "--kv-cache-bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="KV cache memory, e.g. 512M or 4G (default: the engine's budget)",
+    )
+    kv.add_argument("--num-kv-blocks", type=positive_int, metavar="N", help="KV cache size in blocks")
+    g.add_argument(
+        "--no-prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_false",
+        default=None,
+        help="do not reuse the KV cache of shared prompt prefixes",
+    )
+    g.add_argument("--device", metavar="DEV", help=f"torch device, e.g. cuda (default: {d['device']})")
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help=f"weights and activations dtype; float32 on CPU (default: {d['dtype']})",
+    )
+    g.add_argument(
+        "--grammar-backend",
+        choices=("auto", "llguidance", "outlines"),
+        help="what enforces structured output; auto: llguidance, falling back to outlines "
+        f"(default: {d['grammar_backend']})",
+    )
+    g.add_argument(
+        "--no-jump-forward",
+        dest="jump_forward",
+        action="store_false",
+        default=None,
+        help="do not append the tokens a grammar forces without a model step",
+    )
+    g.add_argument(
+        "--enable-lora",
+        action="store_true",
+        default=None,
+        help="serve LoRA adapters (on when --adapter or a --max-lora* option is given)",
+    )
+    g.add_argument(
+        "--max-loras",
+        type=positive_int,
+        metavar="N",
+        help=f"most adapters in one step (default: {LORA_DEFAULTS['max_loras']})",
+    )
+    g.add_argument(
+        "--max-lora-rank",
+        type=positive_int,
+        metavar="R",
+        help=f"highest adapter rank (default: {LORA_DEFAULTS['max_lora_rank']})",
+    )
+    g.add_argument(
+        "--max-cpu-loras",
+        type=positive_int,
+        metavar="N",
+        help="adapters kept in memory (default: max(max_loras, 16))",
+    )
+
+
+ENGINE_KEYS = (
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_model_len",
+    "enable_chunked_prefill",
+    "scheduling_policy",
+    "block_size",
+    "kv_cache_bytes",
+    "num_kv_blocks",
+    "enable_prefix_caching",
+    "device",
+    "dtype",
+    "grammar_backend",
+    "jump_forward",
+    "enable_lora",
+    "max_loras",
+    "max_lora_rank",
+    "max_cpu_loras",
+)
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options given on the command line, as ``LLM`` keyword arguments."""
+    return {key: getattr(args, key) for key in ENGINE_KEYS if getattr(args, key, None) is not None}
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, *, n: bool = True) -> None:
+    """The ``SamplingParams`` options (``n``: with ``--n``), all defaulting to "not given"."""
+    g = parser.add_argument_group("sampling options")
+    d = SAMPLING_DEFAULTS
+    g.add_argument(
+        "--max-tokens", type=int, metavar="N", help=f"most tokens to generate (default: {d['max_tokens']})"
+    )
+    g.add_argument(
+        "--temperature", type=float, metavar="T", help=f"0 is greedy decoding (default: {d['temperature']})"
+    )
+    g.add_argument("--top-p", type=float, metavar="P", help=f"nucleus sampling mass (default: {d['top_p']})")
+    g.add_argument(
+        "--top-k",
+        type=int,
+        metavar="K",
+        help=f"keep the K most likely tokens, 0: all (default: {d['top_k']})",
+    )
+    g.add_argument(
+        "--min-p",
+        type=float,
+        metavar="P",
+        help=f"drop tokens below P x the top probability (default: {d['min_p']})",
+    )
+    g.add_argument(
+        "--seed", type=int, metavar="S", help="sampling seed, for reproducible output (default: none)"
+    )
+    if n:
+        g.add_argument("-n", "--n", type=int, metavar="N", help=f"completions per prompt (default: {d['n']})")
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop at this string (repeatable)")
+    g.add_argument(
+        "--min-tokens",
+        type=int,
+        metavar="N",
+        help=f"tokens before EOS or a stop may end the output (default: {d['min_tokens']})",
+    )
+    g.add_argument("--ignore-eos", action="store_true", default=None, help="keep generating past EOS")
+    g.add_argument(
+        "--repetition-penalty",
+        type=float,
+        metavar="X",
+        help=f"above 1 discourages tokens already seen (default: {d['repetition_penalty']})",
+    )
+    g.add_argument(
+        "--presence-penalty",
+        type=float,
+        metavar="X",
+        help=f"above 0 discourages tokens already generated (default: {d['presence_penalty']})",
+    )
+    g.add_argument(
+        "--frequency-penalty",
+        type=float,
+        metavar="X",
+        help=f"above 0 discourages tokens by their count (default: {d['frequency_penalty']})",
+    )
+
+
+SAMPLING_KEYS = tuple(SAMPLING_DEFAULTS) + ("seed", "stop", "ignore_eos")
+
+
+def sampling_params(args: argparse.Namespace):
+    """A validated ``SamplingParams`` from the options given (a bad value is a ``CliError``)."""
+    import pydantic
+
+    from loomlm import SamplingParams
+
+    values = {k: getattr(args, k) for k in SAMPLING_KEYS if getattr(args, k, None) is not None}
+    try:
+        return SamplingParams(**values)
+    except pydantic.ValidationError as error:
+        raise CliError(f"bad sampling option: {validation_message(error)}") from None
