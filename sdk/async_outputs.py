@@ -31,13 +31,11 @@ class CompletionDelta:
     stop_reason: int | str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOutput:
-    """One step of a ``generate_stream``: the cumulative ``output`` and, per completion index, its
-    ``deltas``. Joining a completion's delta texts over the stream gives its final text."""
+class _StepOf:
+    """What a stream step says of its request, read from the cumulative ``output``."""
 
+    __slots__ = ()
     output: RequestOutput
-    deltas: list[CompletionDelta]
 
     @property
     def request_id(self) -> str:
@@ -50,6 +48,15 @@ class StreamOutput:
     @property
     def error(self) -> str | None:
         return self.output.error
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOutput(_StepOf):
+    """One step of a ``generate_stream``: the cumulative ``output`` and, per completion index, its
+    ``deltas``. Joining a completion's delta texts over the stream gives its final text."""
+
+    output: RequestOutput
+    deltas: list[CompletionDelta]
 
     def text_delta(self, index: int = 0) -> str:
         return self.deltas[index].text
@@ -72,24 +79,12 @@ class ChatChoiceDelta:
 
 
 @dataclass(frozen=True, slots=True)
-class ChatStreamChunk:
+class ChatStreamChunk(_StepOf):
     """One step of a ``chat_stream``: a ``ChatChoiceDelta`` per completion index and the cumulative
     ``output`` (on the finished chunk with ``tool_calls`` parsed, their ids the streamed ones)."""
 
     output: RequestOutput
     choices: list[ChatChoiceDelta]
-
-    @property
-    def request_id(self) -> str:
-        return self.output.request_id
-
-    @property
-    def finished(self) -> bool:
-        return self.output.finished
-
-    @property
-    def error(self) -> str | None:
-        return self.output.error
 
 
 class DeltaTracker:

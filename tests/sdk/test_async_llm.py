@@ -9,46 +9,20 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from async_support import ASYNC_OPTIONS, run
 from pydantic import BaseModel
 
-from loomlm import LLM, AdapterError, AsyncLLM, ExtractionError, LoRARequest, SamplingParams
+from loomlm import LLM, AdapterError, ExtractionError, LoRARequest, SamplingParams
 
-OPTIONS = dict(max_model_len=256, block_size=8, max_num_batched_tokens=64)
+OPTIONS = ASYNC_OPTIONS
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 PROMPTS = [f"Prompt number {i} about {topic}" for i, topic in enumerate(["rain", "cats", "maps", "tea"] * 4)]
 CHAT = [{"role": "user", "content": "Say something."}]
 
 
-def run(coro, timeout: float = 30.0):
-    """Run a test body on a fresh event loop; a hang fails the test instead of blocking it."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 @pytest.fixture(scope="module")
 def offline(tiny_llama_dir):
     return LLM(str(tiny_llama_dir), **OPTIONS)
-
-
-@pytest.fixture(scope="module")
-def llm(tiny_llama_dir):
-    """One AsyncLLM shared by the tests that leave it running (each runs its own event loop)."""
-    llm = AsyncLLM(str(tiny_llama_dir), **OPTIONS)
-    yield llm
-    run(llm.shutdown())
-
-
-@pytest.fixture
-def make_llm(tiny_llama_dir):
-    """AsyncLLMs a test may crash or shut down; shut down after it."""
-    made: list[AsyncLLM] = []
-
-    def make(**options) -> AsyncLLM:
-        made.append(AsyncLLM(str(tiny_llama_dir), **{**OPTIONS, **options}))
-        return made[-1]
-
-    yield make
-    for llm in made:
-        run(llm.shutdown())
 
 
 async def collect(stream) -> list:

@@ -11,10 +11,10 @@ import threading
 import time
 
 import pytest
+from async_support import ASYNC_OPTIONS, run
 
 from loomlm import (
     AdapterError,
-    AsyncLLM,
     EngineStoppedError,
     InvalidPromptError,
     InvalidSchemaError,
@@ -23,37 +23,10 @@ from loomlm import (
     SamplingParams,
 )
 
-OPTIONS = dict(max_model_len=256, block_size=8, max_num_batched_tokens=64)
+OPTIONS = ASYNC_OPTIONS
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 LONG = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)  # outlives every test's patience
 PROMPTS = [f"Prompt number {i} about {topic}" for i, topic in enumerate(["rain", "cats", "maps", "tea"] * 4)]
-
-
-def run(coro, timeout: float = 30.0):
-    """Run a test body on a fresh event loop; a hang fails the test instead of blocking it."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture(scope="module")
-def llm(tiny_llama_dir):
-    """One AsyncLLM shared by the tests that leave it running (each runs its own event loop)."""
-    llm = AsyncLLM(str(tiny_llama_dir), **OPTIONS)
-    yield llm
-    run(llm.shutdown())
-
-
-@pytest.fixture
-def make_llm(tiny_llama_dir):
-    """AsyncLLMs a test may crash or shut down; shut down after it."""
-    made: list[AsyncLLM] = []
-
-    def make(**options) -> AsyncLLM:
-        made.append(AsyncLLM(str(tiny_llama_dir), **{**OPTIONS, **options}))
-        return made[-1]
-
-    yield make
-    for llm in made:
-        run(llm.shutdown())
 
 
 async def collect(stream) -> list:
