@@ -13,8 +13,9 @@ Modes, all greedy on SmolLM2-135M-Instruct (``--max-tokens``):
 - ``unconstrained``: all 44, the same prompt and no grammar; calls are read from the free text
   leniently (every JSON object naming a given tool, inside ``<tool_call>`` tags or not).
 
-Per mode: the share of calls that are schema-valid (parse, name a given tool, arguments validate),
-the share of requests answered correctly (the expected calls, in any order, with the expected
+Per mode: the share of complete calls that are schema-valid (parse, name a given tool, arguments
+validate), the calls cut by ``max_tokens`` (counted apart: the grammar guarantees a valid prefix,
+not an end), the share of requests answered correctly (the expected calls, in any order, with the expected
 argument values; none for a no-tool request) and the wall time per request of the whole batch.
 The modes run interleaved, ``--repeats`` times (the first round of each mode warms compile
 caches and is not timed); correctness is the same in every round (greedy), times are medians.
@@ -85,11 +86,11 @@ def run_mode(llm: LLM, mode: str, params: SamplingParams) -> tuple[float, list[l
         )
     wall = time.perf_counter() - start
     results = []
-    for case, out in zip(cases, outputs, strict=True):
+    for out in outputs:
         completion = out.outputs[0]
         calls = [(call.name, call.arguments, True) for call in completion.tool_calls or []]
-        if completion.parse_error and case.calls:  # a cut or invalid call counts as an invalid call
-            calls.append(("?", {}, False))
+        if completion.parse_error:  # a call cut by max_tokens: neither valid nor invalid, counted apart
+            calls.append(("<cut>", {}, False))
         results.append(calls)
     return wall, results
 
@@ -113,7 +114,7 @@ def lenient_calls(text: str) -> list[tuple[str, dict, bool]]:
         calls.append((name, arguments if isinstance(arguments, dict) else {}, is_valid(name, arguments)))
     found = sum(1 for c in calls if c[2])
     for _ in range(max(0, text.count("<tool_call>") - found)):
-        calls.append(("?", {}, False))
+        calls.append(("?", {}, False))  # a block that does not parse: an invalid call
     return calls
 
 
@@ -168,10 +169,11 @@ def is_correct(case: Case, calls: list[tuple[str, dict, bool]]) -> bool:
 
 def score(mode: str, results: list[list[tuple[str, dict, bool]]]) -> dict:
     cases = cases_of(mode)
-    calls = [call for request in results for call in request]
+    calls = [call for request in results for call in request if call[0] != "<cut>"]
     return {
         "requests": len(cases),
         "calls": len(calls),
+        "cut": sum(call[0] == "<cut>" for request in results for call in request),
         "valid": sum(call[2] for call in calls),
         "correct": sum(is_correct(case, r) for case, r in zip(cases, results, strict=True)),
         "by_kind": {
@@ -234,9 +236,9 @@ def main() -> None:
 
 def table(scores: dict[str, dict], walls: dict[str, list[float]]) -> list[str]:
     lines = [
-        "| mode | requests | calls | schema-valid calls | correct requests "
+        "| mode | requests | complete calls | schema-valid calls | cut by max_tokens | correct requests "
         "| simple | parallel | no-tool | s / request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode in MODES:
         s = scores[mode]
@@ -244,7 +246,7 @@ def table(scores: dict[str, dict], walls: dict[str, list[float]]) -> list[str]:
         valid = f"{s['valid']}/{s['calls']} ({s['valid'] / s['calls']:.0%})" if s["calls"] else "0/0"
         per_request = statistics.median(walls[mode]) / s["requests"] if walls[mode] else float("nan")
         lines.append(
-            f"| {mode} | {s['requests']} | {s['calls']} | {valid} | "
+            f"| {mode} | {s['requests']} | {s['calls']} | {valid} | {s['cut']} | "
             f"{s['correct']}/{s['requests']} ({s['correct'] / s['requests']:.0%}) | {' | '.join(kinds)} | "
             f"{per_request:.3f} |"
         )

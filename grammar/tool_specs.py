@@ -178,7 +178,22 @@ def parse_tool_calls(
     """The content (the text outside the calls, stripped) and each call, in order, in the call
     format ``fmt``. Raises ``OutputParseError`` on a call that is not JSON, not closed, names an
     unknown tool or whose arguments violate the tool's parameters schema."""
-    by_name = tool_specs_by_name(tools)
+    content, calls, _ = _scan(text, tool_specs_by_name(tools), fmt, cut_allowed=False)
+    return content, calls
+
+
+def parse_tool_calls_until_cut(
+    text: str, tools: Sequence[ToolSpec | Mapping], fmt: CallFormat = HERMES
+) -> tuple[str, list[ToolCall], bool]:
+    """``parse_tool_calls`` for a text cut short (``max_tokens``): the content and the complete
+    calls before the cut, and whether the text ends inside a call (that call is dropped). A
+    complete call that is invalid still raises."""
+    return _scan(text, tool_specs_by_name(tools), fmt, cut_allowed=True)
+
+
+def _scan(
+    text: str, by_name: dict[str, ToolSpec], fmt: CallFormat, cut_allowed: bool
+) -> tuple[str, list[ToolCall], bool]:
     decoder = json.JSONDecoder()
     content: list[str] = []
     calls: list[ToolCall] = []
@@ -189,14 +204,22 @@ def parse_tool_calls(
         try:
             value, end = decoder.raw_decode(text, body)
         except json.JSONDecodeError as error:
+            if cut_allowed:
+                return "".join(content).strip(), calls, True
             raise OutputParseError(f"a {fmt.name} tool call does not hold valid JSON: {error}") from None
         end = _SPACE.match(text, end).end() if fmt.close_marker else end
         if not text.startswith(fmt.close_marker, end):
+            if cut_allowed and fmt.close_marker.startswith(text[end:]):  # the text ends in the marker
+                return "".join(content).strip(), calls, True
             raise OutputParseError(f"a tool call is not closed by {fmt.close_marker}")
         calls.append(_tool_call(value, by_name, fmt.arguments_key))
         position = end + len(fmt.close_marker)
-    content.append(text[position:])
-    return "".join(content).strip(), calls
+    tail, cut = text[position:], False
+    if cut_allowed:  # a trigger begun at the very end is a call cut short, not text
+        begun = next((k for k in range(len(fmt.trigger) - 1, 0, -1) if tail.endswith(fmt.trigger[:k])), 0)
+        tail, cut = tail[: len(tail) - begun], begun > 0
+    content.append(tail)
+    return "".join(content).strip(), calls, cut
 
 
 def _tool_call(value: Any, by_name: dict[str, ToolSpec], arguments_key: str) -> ToolCall:

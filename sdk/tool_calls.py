@@ -24,6 +24,7 @@ from loomlm.grammar.tool_specs import (
     ToolDefinitionError,
     ToolSpec,
     parse_tool_calls,
+    parse_tool_calls_until_cut,
     tool_specs_by_name,
 )
 from loomlm.prompts import as_params_list
@@ -193,19 +194,29 @@ def apply_tool_calls(
     completion: CompletionOutput, specs: Sequence[ToolSpec], call_format: CallFormat = HERMES
 ) -> None:
     """Parse a finished completion's calls: ``tool_calls`` the calls, ``text`` the text outside them,
-    finish reason ``tool_calls`` when it stopped normally with at least one call. A text that does
-    not parse (cut inside a call) keeps its text, has no calls and says why in ``parse_error``."""
+    finish reason ``tool_calls`` when it stopped normally with at least one call. Cut by
+    ``max_tokens`` (finish reason ``length``), the complete calls before the cut are kept and
+    ``parse_error`` says a call was cut. A text that does not parse keeps its text, has no calls
+    and says why in ``parse_error``."""
     if not completion.finished or completion.finish_reason in ("error", "abort"):
         return
+    cut = False
     try:
-        content, calls = (
-            parse_tool_calls(completion.text, specs, call_format) if specs else (completion.text, [])
-        )
+        if not specs:
+            content, calls = completion.text, []
+        elif completion.finish_reason == "length":
+            content, calls, cut = parse_tool_calls_until_cut(completion.text, specs, call_format)
+        else:
+            content, calls = parse_tool_calls(completion.text, specs, call_format)
     except OutputParseError as error:
         completion.tool_calls = []
         completion.parse_error = completion.parse_error or str(error)
         return
     completion.tool_calls = calls
+    if cut:
+        completion.parse_error = completion.parse_error or (
+            "max_tokens cut the output inside a tool call; the complete calls before it are in tool_calls"
+        )
     if calls:
         completion.text = content
         if completion.finish_reason == "stop":

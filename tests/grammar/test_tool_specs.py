@@ -20,6 +20,7 @@ from loomlm.grammar.tool_specs import (
     ToolSpec,
     new_tool_call_id,
     parse_tool_calls,
+    parse_tool_calls_until_cut,
 )
 
 WEATHER = ToolSpec(
@@ -206,6 +207,19 @@ def test_parse_accepts_openai_dicts_loose_whitespace_and_no_calls():
 def test_parse_refuses_broken_calls(text, message):
     with pytest.raises(OutputParseError, match=message):
         parse_tool_calls(text, TOOLS)
+
+
+def test_a_text_cut_by_max_tokens_keeps_the_complete_calls_before_the_cut():
+    whole = f"{PARIS}\n{THREE}"
+    for end in range(len(PARIS) + 2, len(whole)):  # cut anywhere inside the second call
+        content, calls, cut = parse_tool_calls_until_cut(whole[:end], TOOLS)
+        assert ([c.name for c in calls], cut) == (["get_weather"], True), whole[:end]
+        assert content == ""
+    _, calls, cut = parse_tool_calls_until_cut(whole, TOOLS)
+    assert ([c.name for c in calls], cut) == (["get_weather", "count"], False)
+    assert parse_tool_calls_until_cut("just text", TOOLS) == ("just text", [], False)
+    with pytest.raises(OutputParseError, match="minimum"):  # a complete invalid call still raises
+        parse_tool_calls_until_cut(call("count", '{"n":0}') + "\n<tool", TOOLS)
 
 
 def test_parse_checks_formats():
