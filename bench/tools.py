@@ -1,13 +1,13 @@
 """Function calling: schema-valid and correct calls, with the call grammar and without it.
 
-Workload (``tool_cases``): 44 plain-language requests over 12 plain Python functions: 30 that need
-one call, 7 that need two (parallel calls), 7 that need none. Every request sees all 12 tools, in
+Workload (``tool_cases``): 44 plain-language requests over 12 plain Python functions: 31 that need
+one call, 6 that need two (parallel calls), 7 that need none. Every request sees all 12 tools, in
 the same prompt (the chat template's own tool rendering, or loomlm's generic system prompt).
 
 Modes, all greedy on SmolLM2-135M-Instruct (``--max-tokens``):
 
 - ``required``: the 37 tool requests, ``tool_choice="required"`` (the call grammar).
-- ``named``: the 30 one-call requests, the expected tool named (``tool_choice={"type":
+- ``named``: the 31 one-call requests, the expected tool named (``tool_choice={"type":
   "function", ...}``, ``parallel_tool_calls=False``).
 - ``auto``: all 44, ``tool_choice="auto"`` (free text or calls; a started call is constrained).
 - ``unconstrained``: all 44, the same prompt and no grammar; calls are read from the free text
