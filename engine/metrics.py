@@ -8,13 +8,14 @@ so two engines in one process never clash; a server serves
 
 Where each number comes from:
 
-- ``record_step`` (engine thread, once per step): the gauges, token counters, finish reasons and
+- ``record_step`` (engine thread, once per step): token counters, finish reasons and
   per-request latencies, from timestamps on the Request: ``arrival_time``, ``first_scheduled_time``
   (the scheduler, at first admission), ``first_token_time`` and ``last_token_time`` (set here). Its
   cost is a few attribute writes per request that got tokens; its inter-token latencies go into
   the histogram once per step (``StepHistogram``), not once per request.
-- lifetime counts kept where the event happens, read when scraped or snapshotted
-  (``lifetime_counts``): preemptions (scheduler), prefix-cache queries and hits in tokens (KV cache
+- the gauges (running, waiting, KV usage, active adapters), read from the components when scraped
+  or snapshotted (``current_state``), and lifetime counts kept where the event happens, read the
+  same way (``lifetime_counts``): preemptions (scheduler), prefix-cache queries and hits in tokens (KV cache
   manager), grammar cache queries and hits (structured output manager), adapter loads (registry).
 - grammar compile durations, observed from the compile thread when a compile ends.
 """
@@ -25,8 +26,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from loomlm.engine.stats import StepHistogram, counter_value, histogram_summary
 
@@ -71,21 +72,12 @@ class EngineMetrics:
         label = [model_name]
         reg = {"registry": self.registry, "labelnames": ["model_name"]}
 
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(PREFIX + name, doc, **reg).labels(*label)
-
         def counter(name: str, doc: str) -> Counter:
             return Counter(PREFIX + name, doc, **reg).labels(*label)
 
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
             return Histogram(PREFIX + name, doc, buckets=buckets, **reg).labels(*label)
 
-        self._running = gauge("num_requests_running", "Requests admitted and running (in the step batches).")
-        self._waiting = gauge("num_requests_waiting", "Requests queued for admission (new or preempted).")
-        self._kv_usage = gauge("kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0 to 1).")
-        self._active_adapters = gauge(
-            "active_adapters", "LoRA adapters in a device slot pinned by a running request."
-        )
         self._prompt_tokens = counter("prompt_tokens", "Prompt tokens, counted at a request's first token.")
         self._generation_tokens = counter("generation_tokens", "Tokens generated, sampled or grammar-forced.")
         success = Counter(
@@ -184,14 +176,12 @@ class EngineMetrics:
             self._itl.observe_many(itls)
         if scheduler_output.num_scheduled_tokens:
             self._iteration_tokens.observe(scheduler_output.num_scheduled_tokens)
-        self._update_gauges()
 
     def record_finished(self, requests: Sequence[Request]) -> None:
         """Requests finished outside a step (aborted)."""
         now = time.monotonic()
         for request in requests:
             self._record_finished(request, now)
-        self._update_gauges()
 
     def _record_finished(self, request: Request, now: float) -> None:
         self._success[request.finish_reason].inc()
@@ -207,13 +197,17 @@ class EngineMetrics:
             self._request_prompt.observe(len(request.prompt_token_ids))
             self._request_generation.observe(request.num_output_tokens)
 
-    def _update_gauges(self) -> None:
-        self._running.set(self._scheduler.num_running)
-        self._waiting.set(self._scheduler.num_waiting)
-        self._kv_usage.set(self._kv_cache.pool.usage)
-        self._active_adapters.set(self._adapters.num_active() if self._adapters is not None else 0)
-
     # -- reading --------------------------------------------------------------------------------------
+    def current_state(self) -> dict[str, float]:
+        """The gauges, read from the components when asked (no step spends anything on them)."""
+        scheduler = self._scheduler
+        return {
+            "num_running": scheduler.num_running,
+            "num_waiting": scheduler.num_waiting,
+            "kv_cache_usage": self._kv_cache.pool.usage,
+            "active_adapters": self._adapters.num_active() if self._adapters is not None else 0,
+        }
+
     def lifetime_counts(self) -> dict[str, int]:
         """The counts the components keep themselves, by metric name without the prefix."""
         so, adapters = self._structured_output, self._adapters
@@ -231,13 +225,9 @@ class EngineMetrics:
         """A plain dict of every number (no side effects): current state, lifetime counts, and
         count/sum/mean/p50/p99 of each latency (quantiles estimated from the histogram buckets, as
         Prometheus' histogram_quantile does)."""
-        scheduler = self._scheduler
         compiles = histogram_summary(self.grammar_compile_seconds)
         return {
-            "num_running": scheduler.num_running,
-            "num_waiting": scheduler.num_waiting,
-            "kv_cache_usage": self._kv_cache.pool.usage,
-            "active_adapters": self._adapters.num_active() if self._adapters is not None else 0,
+            **self.current_state(),
             **self.lifetime_counts(),
             "prompt_tokens": int(counter_value(self._prompt_tokens)),
             "generation_tokens": int(counter_value(self._generation_tokens)),
@@ -251,6 +241,12 @@ class EngineMetrics:
         }
 
 
+_GAUGE_DOCS = (
+    ("num_requests_running", "num_running", "Requests admitted and running (in the step batches)."),
+    ("num_requests_waiting", "num_waiting", "Requests queued for admission (new or preempted)."),
+    ("kv_cache_usage_perc", "kv_cache_usage", "Fraction of KV-cache blocks in use (0 to 1)."),
+    ("active_adapters", "active_adapters", "LoRA adapters in a device slot pinned by a running request."),
+)
 _LIFETIME_DOCS = (
     ("num_preemptions", "Requests preempted for KV blocks (recomputed later)."),
     ("prefix_cache_queries", "Tokens looked up in the prefix cache, per admission."),
@@ -261,15 +257,19 @@ _LIFETIME_DOCS = (
 
 
 class _LifetimeCollector:
-    """Exposes ``EngineMetrics.lifetime_counts`` as counters, read at scrape time: the components
-    count, this only reports, so no step spends anything on them."""
+    """Exposes ``EngineMetrics.current_state`` as gauges and ``lifetime_counts`` as counters, read
+    at scrape time: the components count, this only reports, so no step spends anything on them."""
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self._metrics = metrics
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        counts = self._metrics.lifetime_counts()
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        state, counts = self._metrics.current_state(), self._metrics.lifetime_counts()
         label = [self._metrics.model_name]
+        for name, key, doc in _GAUGE_DOCS:
+            gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["model_name"])
+            gauge.add_metric(label, state[key])
+            yield gauge
         for name, doc in _LIFETIME_DOCS:
             family = CounterMetricFamily(PREFIX + name, doc, labels=["model_name"])
             family.add_metric(label, counts[name])
