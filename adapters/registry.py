@@ -18,13 +18,25 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from loomlm.adapters.errors import AdapterError
-from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.peft_loader import LoRAAdapter, load_peft_adapter
 from loomlm.adapters.spec import LoRABaseSpec
 
 logger = logging.getLogger(__name__)
+
+
+class LoRASlots(Protocol):
+    """The device slots the registry fills: `LoRAModelWeights` in the engine process, or the
+    executor's proxy that writes every tensor-parallel worker's shard of them."""
+
+    num_slots: int
+    max_rank: int
+
+    def write_slot(self, slot: int, adapter: LoRAAdapter) -> None: ...
+
+    def clear_slot(self, slot: int) -> None: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,7 +53,7 @@ class AdapterRegistry:
     def __init__(
         self,
         spec: LoRABaseSpec,
-        weights: LoRAModelWeights,
+        weights: LoRASlots,
         *,
         max_loras: int,
         max_cpu_loras: int,
@@ -68,6 +80,7 @@ class AdapterRegistry:
         # after eviction from the CPU cache (a high re-read rate says max_cpu_loras is too small).
         self.num_loads = 0
         self.num_rereads = 0
+        self.num_slot_writes = 0  # adapters written into a device slot (a miss of the slot cache)
 
     # -- names ----------------------------------------------------------------------------------
     def load(self, name: str, path: str | Path) -> AdapterRef:
@@ -131,6 +144,7 @@ class AdapterRegistry:
                 del self._slot_of[old]
                 logger.info("evicted adapter id %d from slot %d for %r", old, slot, ref.name)
             self.weights.write_slot(slot, adapter)
+            self.num_slot_writes += 1
             self._slot_ids[slot] = ref.adapter_id
             self._slot_of[ref.adapter_id] = slot
         self._pins[slot] += 1

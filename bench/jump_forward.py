@@ -82,19 +82,19 @@ def biographies(count: int, seed: int) -> list[str]:
 
 
 class StepCounter:
-    """Counts the engine's model steps and sampled rows by wrapping ``runner.execute``."""
+    """Counts the engine's model steps and sampled rows by wrapping ``executor.execute``."""
 
     def __init__(self, llm: LLM) -> None:
         self.steps = self.rows = 0
-        runner = llm.engine.runner
-        execute = runner.execute
+        executor = llm.engine.executor
+        execute = executor.execute
 
-        def counted(scheduler_output):
+        def counted(model_input):
             self.steps += 1
-            self.rows += len(scheduler_output.sampling_chunks)
-            return execute(scheduler_output)
+            self.rows += model_input.num_sampling_rows
+            return execute(model_input)
 
-        runner.execute = counted
+        executor.execute = counted
 
     def reset(self) -> None:
         self.steps = self.rows = 0

@@ -96,13 +96,13 @@ class StepTimer:
 
     def __init__(self, engine: LLMEngine) -> None:
         self.forward = self.fill = 0.0
-        runner, manager = engine.runner, engine.structured_output
+        runner, manager = engine.executor, engine.structured_output
         execute, fill_bitmask = runner.execute, manager.fill_bitmask
 
-        def timed_execute(scheduler_output):
+        def timed_execute(model_input):
             start = time.perf_counter()
             try:
-                return execute(scheduler_output)
+                return execute(model_input)
             finally:
                 self.forward += time.perf_counter() - start
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
 
 # Row labels of the step tables, in order. "Python overhead" rows come last.
 LINEARS = ("linear: qkv_proj", "linear: o_proj", "linear: gate_up_proj", "linear: down_proj")
@@ -90,7 +91,7 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
         setattr(owner, name, new if new is not None else timers.wrap(label, getattr(owner, name)))
         undo.append(lambda: setattr(owner, name, old) if had else delattr(owner, name))
 
-    model = engine.model
+    model = engine.executor.runner.model
     for name, module in model.named_modules():
         if isinstance(module, llama.Linear):
             label = "LM head" if name == "lm_head" else "linear: " + name.rsplit(".", 1)[-1]
@@ -101,7 +102,7 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
         elif isinstance(module, llama.LlamaMLP):
             label = "SiLU·mul"  # its own time: split, silu, mul (the linears are timed apart)
         elif (
-            isinstance(module, (llama.LlamaDecoderLayer, llama.LlamaAttention, nn.Embedding))
+            isinstance(module, (llama.LlamaDecoderLayer, llama.LlamaAttention, VocabParallelEmbedding))
             or module is model
         ):
             label = "glue"
@@ -115,8 +116,8 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
     patch(attn_cpu, "torch", None, _Proxy(torch, index_select=gather))
     sdpa = timers.wrap("attn: SDPA", F.scaled_dot_product_attention)
     patch(attn_cpu, "F", None, _Proxy(F, scaled_dot_product_attention=sdpa))
-    patch(engine.runner, "execute", "glue")
-    patch(engine.runner, "prepare_inputs", "input prep")
+    patch(engine.executor.runner, "execute", "glue")
+    patch(engine.input_builder, "build", "input prep")
     patch(engine, "sampler", "sampler")
     for owner, name in ((engine.scheduler, "update"), (engine.output_processor, "process")):
         patch(owner, name, "output processing")

@@ -92,7 +92,8 @@ class Bench:
             seed=args.seed,
         )
         self.engine = self.llm.engine
-        for key_cache, value_cache in self.engine.runner.kv_caches:  # touch every page once: steady state
+        # touch every page once: steady state
+        for key_cache, value_cache in self.engine.executor.runner.kv_caches:
             key_cache.zero_()
             value_cache.zero_()
         self.ids = passage_ids(self.llm.tokenizer, max(args.context, args.prefill_len) + 1)
@@ -178,7 +179,8 @@ def summarize(runs: list[dict]) -> dict:
 
 def shape_table(name: str, cases: dict[int, dict], engine, roofs) -> str:
     batches = list(cases)
-    costs = {b: op_costs(engine.arch, c["chunks"], engine.runner.block_size) for b, c in cases.items()}
+    block_size = engine.executor.runner.block_size
+    costs = {b: op_costs(engine.arch, c["chunks"], block_size) for b, c in cases.items()}
     head = " | ".join(f"b{b} ms | b{b} % | b{b} roof" for b in batches)
     lines = [f"### {name}", "", f"| op | {head} |", "|---|" + "---:|" * 3 * len(batches)]
     order = [*LINEARS, "linear total", *MODEL_OPS[len(LINEARS) :], "Python overhead", *OVERHEAD]

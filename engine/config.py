@@ -93,6 +93,48 @@ class LoRAConfig:
         )
 
 
+ExecutorBackend = Literal["uni", "mp"]
+
+
+@dataclass(slots=True)
+class ParallelConfig:
+    """Where the model runs. ``tensor_parallel_size`` ranks each hold a shard of every layer; the
+    ``mp`` backend runs one worker process per rank (torch.distributed: gloo on CPU, NCCL on GPU),
+    ``uni`` runs one rank in the engine process. None picks ``uni`` for one rank, ``mp`` for more."""
+
+    tensor_parallel_size: int = 1
+    distributed_executor_backend: ExecutorBackend | None = None
+    worker_threads: int | None = None  # torch threads per worker; None: the cores split among ranks
+    startup_timeout_s: float = 600.0  # workers load their shards within this
+    step_timeout_s: float = 600.0  # a step with no reply from every worker in this fails the engine
+
+    def __post_init__(self) -> None:
+        _require(
+            self.tensor_parallel_size >= 1,
+            f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}",
+        )
+        _require(
+            self.distributed_executor_backend in (None, "uni", "mp"),
+            "distributed_executor_backend must be 'uni', 'mp' or None, got "
+            f"{self.distributed_executor_backend!r}",
+        )
+        _require(
+            self.tensor_parallel_size == 1 or self.distributed_executor_backend != "uni",
+            "the 'uni' executor runs one rank; use 'mp' (or leave it None) for tensor_parallel_size > 1",
+        )
+        _require(self.worker_threads is None or self.worker_threads >= 1, "worker_threads must be >= 1")
+        _require(
+            self.startup_timeout_s > 0 and self.step_timeout_s > 0,
+            "startup_timeout_s and step_timeout_s must be positive",
+        )
+
+    @property
+    def backend(self) -> ExecutorBackend:
+        if self.distributed_executor_backend is not None:
+            return self.distributed_executor_backend
+        return "uni" if self.tensor_parallel_size == 1 else "mp"
+
+
 @dataclass(slots=True)
 class EngineConfig:
     model: str | None = None  # local HF directory; None selects the default SmolLM2-135M-Instruct
@@ -102,6 +144,7 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     # Grammar compilation (workers, caches, time and size limits) for structured output.
     grammar: CompilerConfig = field(default_factory=lambda: CompilerConfig(cache_dir=grammar_cache_dir()))
     # Which grammar backend enforces response formats: "auto" (llguidance, falling back to

@@ -11,20 +11,21 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import torch
 from prometheus_client import CollectorRegistry
 from transformers import AutoTokenizer
 
-from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
 from loomlm.engine.config import EngineConfig
+from loomlm.engine.executor import WorkerSpec, make_executor
+from loomlm.engine.executor.worker_spec import DTYPES
+from loomlm.engine.input_builder import InputBuilder
 from loomlm.engine.kv_cache_manager import KVCacheManager
 from loomlm.engine.metrics import EngineMetrics
 from loomlm.engine.model_files import resolve_model_dir
-from loomlm.engine.model_runner import ModelRunner
-from loomlm.engine.models.loader import load_model
+from loomlm.engine.models.loader import load_arch
 from loomlm.engine.output_processor import OutputProcessor
 from loomlm.engine.outputs import RequestOutput, SamplerOutput
+from loomlm.engine.parallel.shard import TPShard
 from loomlm.engine.processor import Processor
 from loomlm.engine.sampler import Sampler
 from loomlm.engine.sampling_params import SamplingParams
@@ -33,7 +34,6 @@ from loomlm.engine.structured_output import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _DEFAULT_KV_CACHE_BYTES = 2 << 30
 # When every waiting request waits for its grammar compile, a step blocks this long at most for one
 # to finish (it returns as soon as one does), instead of spinning a core.
@@ -44,18 +44,12 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         started = time.perf_counter()
         self.model_dir = resolve_model_dir(config.model)
-        dtype = _DTYPES[config.dtype]
-        self.model, self.arch, self.hf_config = load_model(self.model_dir, dtype, config.device)
+        dtype = DTYPES[config.dtype]
+        self.arch, self.hf_config = load_arch(self.model_dir)
+        tp_size = config.parallel.tensor_parallel_size
+        # This rank's sizes (KV heads, LoRA shapes); also checks that the model splits tp_size ways.
+        local_arch = TPShard(self.arch, 0, tp_size).local_arch()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        logger.info(
-            "loaded %s (%s, %d layers, %s on %s) in %.1f s",
-            self.model_dir,
-            self.arch.model_type,
-            self.arch.num_layers,
-            config.dtype,
-            config.device,
-            time.perf_counter() - started,
-        )
 
         model_max_len = self.arch.max_position_embeddings
         if self.arch.sliding_window:
@@ -66,14 +60,42 @@ class LLMEngine:
         self.config = config = replace(config, scheduler=sched)
 
         cache = config.cache
-        num_blocks = cache.num_blocks or self._num_blocks_for_budget(dtype)
+        # The KV budget is per rank: each holds its own KV heads of every block.
+        num_blocks = cache.num_blocks or self._num_blocks_for_budget(local_arch.kv_bytes_per_token(dtype))
         self.kv_cache = KVCacheManager(num_blocks, cache.block_size, cache.enable_prefix_caching)
+        lora = config.lora
+        spec = WorkerSpec(
+            model_dir=str(self.model_dir),
+            dtype=config.dtype,
+            device=config.device,
+            num_blocks=num_blocks,
+            block_size=cache.block_size,
+            max_num_batched_tokens=sched.max_num_batched_tokens,
+            tensor_parallel_size=tp_size,
+            max_loras=lora.max_loras if lora.enable else 0,
+            max_lora_rank=lora.max_lora_rank if lora.enable else 0,
+        )
+        self.executor = make_executor(
+            spec, config.parallel, max_num_seqs=sched.max_num_seqs, vocab_size=self.arch.vocab_size
+        )
         logger.info(
-            "KV cache: %d blocks of %d tokens (%d tokens, %.1f MiB); max_model_len %d, prefix caching %s",
+            "loaded %s (%s, %d layers, %s on %s, %s executor, tensor parallel %d) in %.1f s",
+            self.model_dir,
+            self.arch.model_type,
+            self.arch.num_layers,
+            config.dtype,
+            config.device,
+            config.parallel.backend,
+            tp_size,
+            time.perf_counter() - started,
+        )
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%d tokens, %.1f MiB per rank); max_model_len %d, "
+            "prefix caching %s",
             num_blocks,
             cache.block_size,
             num_blocks * cache.block_size,
-            num_blocks * cache.block_size * self.arch.kv_bytes_per_token(dtype) / 2**20,
+            num_blocks * cache.block_size * local_arch.kv_bytes_per_token(dtype) / 2**20,
             max_model_len,
             "on" if cache.enable_prefix_caching else "off",
         )
@@ -88,22 +110,16 @@ class LLMEngine:
             backend=config.grammar_backend,
             on_compile=self.metrics.grammar_compile_seconds.observe,
         )
-        lora_weights, self.adapters = self._build_lora(dtype) if config.lora.enable else (None, None)
+        self.adapters = self._build_registry() if lora.enable else None
         self.scheduler = Scheduler(
             sched, self.kv_cache, self.structured_output, self.adapters, jump_forward=config.jump_forward
         )
         self.metrics.attach(self.scheduler, self.kv_cache, self.structured_output, self.adapters)
-        self.runner = ModelRunner(
-            self.model,
-            self.arch,
-            num_blocks=num_blocks,
+        self.input_builder = InputBuilder(
             block_size=cache.block_size,
             max_num_seqs=sched.max_num_seqs,
             max_num_batched_tokens=sched.max_num_batched_tokens,
             max_model_len=max_model_len,
-            dtype=dtype,
-            device=config.device,
-            lora_weights=lora_weights,
         )
         self.sampler = Sampler(self.arch.vocab_size, sched.max_num_seqs, config.device, config.seed)
         self.processor = Processor(
@@ -117,9 +133,9 @@ class LLMEngine:
         self.output_processor = OutputProcessor()
         self._request_counter = itertools.count()
 
-    def _num_blocks_for_budget(self, dtype: torch.dtype) -> int:
+    def _num_blocks_for_budget(self, kv_bytes_per_token: int) -> int:
         cache, sched = self.config.cache, self.config.scheduler
-        bytes_per_block = self.arch.kv_bytes_per_token(dtype) * cache.block_size
+        bytes_per_block = kv_bytes_per_token * cache.block_size
         budget = cache.kv_cache_bytes or _DEFAULT_KV_CACHE_BYTES
         num_blocks = budget // bytes_per_block
         if cache.kv_cache_bytes is None:
@@ -130,26 +146,19 @@ class LLMEngine:
             raise ValueError(f"kv_cache_bytes={budget} holds no block of {bytes_per_block} bytes; raise it")
         return int(num_blocks)
 
-    def _build_lora(self, dtype: torch.dtype) -> tuple[LoRAModelWeights, AdapterRegistry]:
-        """The LoRA slot buffers (allocated once, sized by the LoRA config) and the registry."""
-        lora, arch = self.config.lora, self.arch
-        spec = arch.lora_spec()
-        weights = LoRAModelWeights(
-            spec,
-            num_slots=lora.max_loras,
-            max_rank=lora.max_lora_rank,
-            max_num_tokens=self.config.scheduler.max_num_batched_tokens,
-            dtype=dtype,
-            device=self.config.device,
-        )
-        registry = AdapterRegistry(
-            spec,
-            weights,
+    def _build_registry(self) -> AdapterRegistry:
+        """The adapter registry: it validates adapters against the whole model and writes them into
+        the executor's LoRA slots (allocated once by each rank, sized by the LoRA config)."""
+        lora, slots = self.config.lora, self.executor.lora_slots
+        if slots is None:
+            raise RuntimeError("the executor has no LoRA slots although LoRA is enabled")
+        return AdapterRegistry(
+            self.arch.lora_spec(),
+            slots,
             max_loras=lora.max_loras,
             max_cpu_loras=lora.max_cpu_loras,
             max_lora_rank=lora.max_lora_rank,
         )
-        return weights, registry
 
     # -- adapters -------------------------------------------------------------------------------
     def _registry(self) -> AdapterRegistry:
@@ -221,7 +230,7 @@ class LLMEngine:
             # the fill runs after the forward, still beside a GPU forward in flight (async launches).
             fill = self.structured_output.start_fill(requests)
             try:
-                logits = self.runner.execute(scheduler_output)
+                logits = self.executor.execute(self.input_builder.build(scheduler_output))
             except BaseException:
                 if fill is not None:
                     fill.wait()  # the forward's error wins, but only once the worker is done
@@ -245,5 +254,7 @@ class LLMEngine:
         return self.metrics.registry
 
     def close(self) -> None:
-        """Stop the grammar compile workers (also done when the engine is garbage-collected)."""
+        """Stop the grammar compile workers and the model's worker processes (also done when the
+        engine is garbage-collected)."""
         self.structured_output.close()
+        self.executor.close()

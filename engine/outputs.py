@@ -1,11 +1,14 @@
 """Contracts between stages, and the only channel between them: what the scheduler plans
-(``SchedulerOutput``), what the sampler returns for it (``SamplerOutput``) and what a step hands
-the caller (``RequestOutput``). Plain dataclasses, so each stage is tested alone."""
+(``SchedulerOutput``), the arrays the model runs on (``ModelInput``), what the sampler returns
+(``SamplerOutput``) and what a step hands the caller (``RequestOutput``). Plain dataclasses, so
+each stage is tested alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from loomlm.engine.request import Request
@@ -26,6 +29,29 @@ class ScheduledChunk:
     @property
     def end_position(self) -> int:
         return self.start_position + self.num_tokens
+
+
+@dataclass(slots=True)
+class ModelInput:
+    """One step's flat batch as host arrays (`InputBuilder` builds it from a SchedulerOutput): all
+    an executor needs, and nothing that refers to a Request, so it crosses to worker processes
+    as it is. The arrays may be views of the builder's buffers, valid until the next step."""
+
+    input_ids: np.ndarray  # [num_tokens] int64
+    positions: np.ndarray  # [num_tokens] int64
+    slot_mapping: np.ndarray  # [num_tokens] int64: where each token's KV goes
+    block_tables: np.ndarray  # [num_seqs, max_blocks] int32
+    seq_lens: np.ndarray  # [num_seqs] int32: context length including this step's tokens
+    query_start_loc: np.ndarray  # [num_seqs + 1] int32
+    max_query_len: int
+    max_seq_len: int
+    logits_indices: np.ndarray  # [num_sampling_rows] int64, in sampling_chunks order
+    # Adapter slot of each token (-1: none); None when no token of the step has an adapter.
+    token_slots: np.ndarray | None = None
+
+    @property
+    def num_sampling_rows(self) -> int:
+        return int(self.logits_indices.shape[0])
 
 
 @dataclass(slots=True)

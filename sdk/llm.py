@@ -11,7 +11,15 @@ from loomlm import tool_calls as tc
 from loomlm.adapters.registry import AdapterRef
 from loomlm.common.errors import RequestError
 from loomlm.common.paths import grammar_cache_dir
-from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig, SchedulingPolicy
+from loomlm.engine.config import (
+    CacheConfig,
+    EngineConfig,
+    ExecutorBackend,
+    LoRAConfig,
+    ParallelConfig,
+    SchedulerConfig,
+    SchedulingPolicy,
+)
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
@@ -56,6 +64,8 @@ class LLM(ToolCallsAPI):
         grammar: CompilerConfig | None = None,
         grammar_backend: str = "auto",
         jump_forward: bool = True,
+        tensor_parallel_size: int = 1,
+        distributed_executor_backend: ExecutorBackend | None = None,
     ) -> None:
         """LoRA serving is on when ``enable_lora`` is True, or when any of ``max_loras`` (adapters in
         one step), ``max_lora_rank`` or ``max_cpu_loras`` (adapters kept in memory) is given.
@@ -63,7 +73,10 @@ class LLM(ToolCallsAPI):
         to outlines-core where llguidance refuses a spec), "llguidance" or "outlines";
         ``jump_forward`` appends tokens a grammar forces without a model step each.
         ``grammar`` sets outlines-core compilation (workers, time limit, caches); by default
-        grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``)."""
+        grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``).
+        ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
+        ``distributed_executor_backend="mp"``, the default for more than one); a script that uses
+        it must guard its entry point with ``if __name__ == "__main__":`` (workers are spawned)."""
         lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
         given = {key: value for key, value in lora_sizes.items() if value is not None}
         lora = LoRAConfig(enable=enable_lora if enable_lora is not None else bool(given), **given)
@@ -92,6 +105,10 @@ class LLM(ToolCallsAPI):
                 grammar=grammar or CompilerConfig(cache_dir=grammar_cache_dir()),
                 grammar_backend=grammar_backend,
                 jump_forward=jump_forward,
+                parallel=ParallelConfig(
+                    tensor_parallel_size=tensor_parallel_size,
+                    distributed_executor_backend=distributed_executor_backend,
+                ),
             )
         )
 

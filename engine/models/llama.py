@@ -3,7 +3,12 @@
 q/k/v and gate/up are packed into single matmuls as `loomlm.engine.models.arch.LLAMA_PACKING`
 declares (the fused layers are sized from it via `LlamaArch.packed_dims`; the forward splits their
 outputs in its order); logits are computed only for the rows that sample. The math follows Hugging
-Face's LlamaForCausalLM so greedy outputs match it token for token."""
+Face's LlamaForCausalLM so greedy outputs match it token for token.
+
+Under tensor parallelism each rank builds the model from the whole architecture and its `TPGroup`:
+its layers take the sizes `TPShard.local_arch` gives, o/down sum their partial outputs with one
+all-reduce each, and the embedding and LM head hold a slice of the vocabulary
+(`parallel_layers.py`). With one rank every collective is a no-op."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from torch import nn
 from loomlm.adapters.layers import LoRAStep
 from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.attention import AttentionMetadata, PagedAttention
+from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
+from loomlm.engine.parallel.group import TPGroup
+from loomlm.engine.parallel.shard import TPShard
 
 
 class RMSNorm(nn.Module):
@@ -75,9 +83,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0, tp: TPGroup | None = None) -> None:
+        """``arch``: this rank's dimensions (`TPShard.local_arch`; the whole model's on one rank)."""
         super().__init__()
         self.layer_idx = layer_idx  # which LoRA weights apply
+        self.tp = tp or TPGroup.single()
         self.num_heads = arch.num_heads
         self.num_kv_heads = arch.num_kv_heads
         self.head_dim = arch.head_dim
@@ -107,14 +117,16 @@ class LlamaAttention(nn.Module):
         v = qkv[:, num_qk_heads:]
         out = self.attn(q, k, v, kv_cache, metadata).reshape(num_tokens, self.q_size)
         if lora is None:
-            return self.o_proj(out)
-        return lora.apply(self.layer_idx, "o_proj", out, self.o_proj(out))
+            return self.tp.all_reduce(self.o_proj(out))
+        # Row-parallel: each rank's LoRA update is a partial sum too (see TPShard), summed with the base.
+        return self.tp.all_reduce(lora.apply(self.layer_idx, "o_proj", out, self.o_proj(out)))
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0, tp: TPGroup | None = None) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        self.tp = tp or TPGroup.single()
         self.intermediate_size = arch.intermediate_size
         self.gate_up_proj = Linear(*arch.packed_dims("gate_up_proj"))
         self.down_proj = Linear(*arch.packed_dims("down_proj"))
@@ -122,18 +134,18 @@ class LlamaMLP(nn.Module):
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
         if lora is None:
             gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
+            return self.tp.all_reduce(self.down_proj(F.silu(gate) * up))
         gate_up = lora.apply(self.layer_idx, "gate_up_proj", x, self.gate_up_proj(x))
         gate, up = gate_up.split(self.intermediate_size, dim=-1)
         hidden = F.silu(gate) * up
-        return lora.apply(self.layer_idx, "down_proj", hidden, self.down_proj(hidden))
+        return self.tp.all_reduce(lora.apply(self.layer_idx, "down_proj", hidden, self.down_proj(hidden)))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, arch: LlamaArch, layer_idx: int = 0) -> None:
+    def __init__(self, arch: LlamaArch, layer_idx: int = 0, tp: TPGroup | None = None) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(arch, layer_idx)
-        self.mlp = LlamaMLP(arch, layer_idx)
+        self.self_attn = LlamaAttention(arch, layer_idx, tp)
+        self.mlp = LlamaMLP(arch, layer_idx, tp)
         self.input_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
 
@@ -150,16 +162,20 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, arch: LlamaArch, rotary: RotaryEmbedding) -> None:
+    def __init__(self, arch: LlamaArch, rotary: RotaryEmbedding, tp: TPGroup | None = None) -> None:
+        """``arch``: the whole model's; ``tp``: this rank's group (None: one rank)."""
         super().__init__()
         self.arch = arch
-        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
+        self.tp = tp = tp or TPGroup.single()
+        shard = TPShard(arch, tp.rank, tp.world_size)
+        self.local_arch = local = shard.local_arch()  # this rank's sizes (KV heads, vocab slice)
+        self.embed_tokens = VocabParallelEmbedding(local.vocab_size, arch.hidden_size, shard.vocab_start, tp)
         self.rotary = rotary
-        self.layers = nn.ModuleList(LlamaDecoderLayer(arch, i) for i in range(arch.num_layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(local, i, tp) for i in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         # Tied checkpoints still get their own (transposed) copy: the embedding lookup wants rows,
         # the LM head wants the fast matmul layout.
-        self.lm_head = Linear(arch.hidden_size, arch.vocab_size)
+        self.lm_head = Linear(arch.hidden_size, local.vocab_size)
 
     def forward(
         self,
@@ -176,6 +192,10 @@ class LlamaForCausalLM(nn.Module):
             hidden = layer(rope, hidden, kv_cache, metadata, lora)
         return hidden
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final norm and LM head, for the sampling rows only."""
-        return self.lm_head(self.norm(hidden))
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Final norm and LM head, for the sampling rows only: ``[rows, vocab]`` on rank 0, None on
+        the others (each computes its vocabulary slice; rank 0 gathers them)."""
+        logits = self.tp.gather_to_first(self.lm_head(self.norm(hidden)))
+        if logits is None or logits.shape[-1] == self.arch.vocab_size:
+            return logits
+        return logits[:, : self.arch.vocab_size]  # the padding of the last rank's slice

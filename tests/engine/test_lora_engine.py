@@ -34,17 +34,24 @@ def make_engine(model_dir, *, max_loras=4, max_cpu_loras=None, budget=256, prefi
 def record_logits(engine, monkeypatch) -> dict[str, list[torch.Tensor]]:
     """Capture every sampling row's logits per request id (and the adapters of each step)."""
     rows: dict[str, list[torch.Tensor]] = {}
-    execute = engine.runner.execute
+    build, execute = engine.input_builder.build, engine.executor.execute
+    step_plans = []
 
-    def recording(scheduler_output):
+    def building(scheduler_output):
+        step_plans.append(scheduler_output)
+        return build(scheduler_output)
+
+    def recording(model_input):
+        scheduler_output = step_plans[-1]
         adapters = {c.request.adapter for c in scheduler_output.chunks if c.request.adapter is not None}
         rows.setdefault("adapters per step", []).append(adapters)
-        logits = execute(scheduler_output)
+        logits = execute(model_input)
         for chunk, row in zip(scheduler_output.sampling_chunks, logits, strict=True):
             rows.setdefault(chunk.request.request_id, []).append(row.clone())
         return logits
 
-    monkeypatch.setattr(engine.runner, "execute", recording)
+    monkeypatch.setattr(engine.input_builder, "build", building)
+    monkeypatch.setattr(engine.executor, "execute", recording)
     return rows
 
 
@@ -108,7 +115,7 @@ def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
         engine.load_adapter(name, str(tiny_lora_adapters[name]))
     rows = record_logits(engine, monkeypatch)
     class_sizes = []
-    make_step = engine.runner.lora_weights.step
+    make_step = engine.executor.runner.lora_weights.step
 
     def spying(meta):
         step = make_step(meta)
@@ -118,7 +125,7 @@ def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
         assert all(run.ids is None for plan in step.plans.values() for run in plan.singles)
         return step
 
-    monkeypatch.setattr(engine.runner.lora_weights, "step", spying)
+    monkeypatch.setattr(engine.executor.runner.lora_weights, "step", spying)
     names = ["all8", "all8b", "all8", "all8b", "re16", None, "all8", "all8b"]
     items = [(f"d{i}", p, names[i]) for i, p in enumerate(prompts(5, 8, 5, 20))]
     outputs = run(engine, items, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))

@@ -165,11 +165,11 @@ def test_an_error_in_the_forward_wins_after_the_fill_is_joined(engine, monkeypat
         fills.append(start_fill(requests))
         return fills[-1]
 
-    def broken_execute(scheduler_output):
+    def broken_execute(model_input):
         raise ValueError("forward failed")
 
     monkeypatch.setattr(engine.structured_output, "start_fill", spying_start_fill)
-    monkeypatch.setattr(engine.runner, "execute", broken_execute)
+    monkeypatch.setattr(engine.executor, "execute", broken_execute)
     with pytest.raises(ValueError, match="forward failed"):
         engine.step()
     assert fills and fills[0] is not None and fills[0]._future.done()

@@ -1,0 +1,63 @@
+"""WorkerSpec: everything a rank needs to build its model runner (plain values: it is pickled into
+worker processes), and `build_runner`, the one place a rank's runner is built, in the engine
+process or in a worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from loomlm.adapters.layers import LoRAModelWeights
+from loomlm.engine.model_runner import ModelRunner
+from loomlm.engine.models.loader import load_model
+from loomlm.engine.parallel.group import TPGroup
+from loomlm.engine.parallel.shard import TPShard
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerSpec:
+    model_dir: str
+    dtype: str
+    device: str  # "cpu", or "cuda" (rank r then runs on cuda:r)
+    num_blocks: int
+    block_size: int
+    max_num_batched_tokens: int
+    tensor_parallel_size: int = 1
+    max_loras: int = 0  # 0: LoRA off
+    max_lora_rank: int = 0
+
+    def rank_device(self, rank: int) -> torch.device:
+        device = torch.device(self.device)
+        if device.type == "cpu" or self.tensor_parallel_size == 1:
+            return device
+        return torch.device(device.type, rank)
+
+
+def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
+    """Load this rank's shard of the model, size its KV cache and LoRA slots, and wrap them."""
+    dtype, device = DTYPES[spec.dtype], spec.rank_device(tp.rank)
+    model, arch, _ = load_model(Path(spec.model_dir), dtype, device, tp)
+    lora_weights = None
+    if spec.max_loras:
+        local_spec = TPShard(arch, tp.rank, tp.world_size).local_arch().lora_spec()
+        lora_weights = LoRAModelWeights(
+            local_spec,
+            num_slots=spec.max_loras,
+            max_rank=spec.max_lora_rank,
+            max_num_tokens=spec.max_num_batched_tokens,
+            dtype=dtype,
+            device=device,
+        )
+    return ModelRunner(
+        model,
+        num_blocks=spec.num_blocks,
+        block_size=spec.block_size,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        dtype=dtype,
+        device=device,
+        lora_weights=lora_weights,
+    )

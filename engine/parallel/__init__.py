@@ -1,0 +1,1 @@
+"""Tensor parallelism: the rank's process group (`TPGroup`) and how weights split (`TPShard`)."""
