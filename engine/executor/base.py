@@ -28,6 +28,11 @@ class Executor(Protocol):
         """Logits ``[num_sampling_rows, vocab]`` (float32) for the step, in sampling order."""
         ...
 
+    @property
+    def is_alive(self) -> bool:
+        """Whether the model can still run (every worker up, no failure seen); a pure query."""
+        ...
+
     def close(self) -> None:
         """Release the workers (idempotent)."""
         ...

@@ -89,7 +89,9 @@ class MultiProcExecutor:
 
     @property
     def is_alive(self) -> bool:
-        return self._failure is None and all(proc.is_alive() for proc in self._procs)
+        """No failure seen and every worker still running (a pure query: it reads the process
+        sentinels without reaping, so any thread may ask, e.g. a health check)."""
+        return self._failure is None and not wait([proc.sentinel for proc in self._procs], timeout=0)
 
     # -- talking to the workers -----------------------------------------------------------------
     def _call_all(self, command: tuple, timeout_s: float, *, send: bool = True) -> list[Any]:

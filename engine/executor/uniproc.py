@@ -23,5 +23,9 @@ class UniProcExecutor:
             raise RuntimeError("the runner returned no logits on rank 0")
         return logits
 
+    @property
+    def is_alive(self) -> bool:
+        return True  # it runs in this process
+
     def close(self) -> None:
         pass

@@ -116,6 +116,7 @@ def test_tensor_parallel_size_that_does_not_split_the_model_is_refused(tiny_llam
 def test_a_killed_worker_fails_the_requests_in_flight_and_the_engine(tiny_llama_dir):
     engine = make_engine(tiny_llama_dir, 2, lora=False, num_blocks=200)
     victim = engine.executor.worker_pids[1]
+    assert engine.executor.is_alive
 
     async def scenario():
         llm = AsyncLLM.from_engine(engine)
@@ -138,6 +139,7 @@ def test_a_killed_worker_fails_the_requests_in_flight_and_the_engine(tiny_llama_
             await llm.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+    assert not engine.executor.is_alive
     with pytest.raises(ExecutorError, match="have failed"):  # the engine refuses further steps
         engine.executor.execute(None)
     engine.close()
