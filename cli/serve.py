@@ -13,6 +13,10 @@ from typing import Any
 from loomlm.cli.common import CliError, adapters_dict
 from loomlm.cli.options import add_adapter_option, add_engine_options, engine_options, positive_int
 
+# The router's names, repeated so that --help needs no server import (tests/cli checks they agree).
+ROUTING_POLICIES = ("affinity", "round_robin")
+DEFAULT_MAX_IMBALANCE = 4
+
 API_KEY_ENV = "LOOMLM_API_KEY"
 ADMIN_KEY_ENV = "LOOMLM_ADMIN_KEY"
 SHUTDOWN_TIMEOUT_S = 30.0  # ServerConfig's default, shown in --help
@@ -20,8 +24,9 @@ SHUTDOWN_TIMEOUT_S = 30.0  # ServerConfig's default, shown in --help
 DESCRIPTION = """\
 Serve a model over HTTP with the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
 structured output, LoRA adapters as model names) plus health and metrics endpoints. Requests
-from all clients share one continuously batched engine. Ctrl-C or SIGTERM stops admitting new
-requests and lets those in flight finish for up to --shutdown-timeout seconds."""
+from all clients share one continuously batched engine, or with --data-parallel-size N one of N
+engine replicas, routed by adapter and prompt-prefix affinity. Ctrl-C or SIGTERM stops admitting
+new requests and lets those in flight finish for up to --shutdown-timeout seconds."""
 
 EPILOG = """\
 examples:
@@ -29,6 +34,7 @@ examples:
   loomlm serve /models/llama --host 0.0.0.0 --port 8080 --api-key "$KEY"
   loomlm serve /models/llama --adapter sql=/adapters/sql --adapter chat=/adapters/chat --max-loras 4
   loomlm serve --adapter-dir /adapters --enable-adapter-loading --admin-key "$ADMIN_KEY"
+  loomlm serve /models/llama --data-parallel-size 2 --adapter sql=/adapters/sql   # two replicas
 
 environment:
   LOOMLM_API_KEY    the API key when --api-key is not given
@@ -93,9 +99,55 @@ def add_parser(subparsers: Any, formatter: type[argparse.HelpFormatter]) -> argp
         action="store_true",
         help="let admin clients load and unload adapters at run time (needs --adapter-dir, --admin-key)",
     )
+    _add_parallel_options(p)
     p.add_argument("--seed", type=int, metavar="S", help="engine seed for requests that give none")
     add_engine_options(p)
     return p
+
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("parallelism (see docs/parallelism.md)")
+    g.add_argument(
+        "--data-parallel-size",
+        type=positive_int,
+        metavar="N",
+        help="engine replicas behind this server, each a full copy of the model and its KV cache "
+        "(default: 1)",
+    )
+    g.add_argument(
+        "--dp-routing",
+        choices=ROUTING_POLICIES,
+        help="how a request picks its replica: affinity (same adapter, same prompt prefix, else least "
+        "loaded; bounded imbalance) or round_robin (default: affinity)",
+    )
+    g.add_argument(
+        "--dp-max-imbalance",
+        type=non_negative_int,
+        metavar="N",
+        help="requests in flight a preferred replica may have beyond the least-loaded one before "
+        f"affinity gives way (default: {DEFAULT_MAX_IMBALANCE})",
+    )
+    g.add_argument(
+        "--tensor-parallel-size",
+        type=positive_int,
+        metavar="N",
+        help="devices one engine's model is split over (default: 1)",
+    )
+    g.add_argument(
+        "--distributed-executor-backend",
+        choices=("uni", "mp"),
+        help="how a tensor-parallel engine runs its workers: uni (one process) or mp (a process per device)",
+    )
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def server_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +158,12 @@ def server_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     options = engine_options(args)
     if args.seed is not None:
         options["seed"] = args.seed
+    # Passed on only when given, so that an engine without these options still serves: a tensor
+    # parallel size of 1 is what every engine does anyway.
+    if args.tensor_parallel_size not in (None, 1):
+        options["tensor_parallel_size"] = args.tensor_parallel_size
+    if args.distributed_executor_backend is not None:
+        options["distributed_executor_backend"] = args.distributed_executor_backend
     kwargs: dict[str, Any] = {
         "model": args.model_arg or args.model,
         "host": args.host,
@@ -121,6 +179,9 @@ def server_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "adapter_dir": args.adapter_dir,
         "max_waiting": args.max_waiting,
         "shutdown_timeout": args.shutdown_timeout,
+        "data_parallel_size": args.data_parallel_size,
+        "routing": args.dp_routing,
+        "routing_max_imbalance": args.dp_max_imbalance,
     }
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     return kwargs

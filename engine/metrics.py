@@ -4,7 +4,9 @@ A dashboard built for vLLM ports by replacing ``vllm:`` with ``loomlm:``: the sa
 and units, the ``model_name`` label on every series and ``finished_reason`` on
 ``request_success``. Each engine owns its ``CollectorRegistry`` (nothing is registered globally),
 so two engines in one process never clash; a server serves
-``prometheus_client.generate_latest(engine.metrics.registry)`` at /metrics.
+``prometheus_client.generate_latest(engine.metrics.registry)`` at /metrics. ``engine`` (optional,
+vLLM's ``engine="0"``) adds a constant label to every series, so that the registries of several
+engines (data-parallel replicas) can be exposed together without two series being the same.
 
 Where each number comes from:
 
@@ -66,11 +68,17 @@ def _1_2_5_buckets(max_value: int) -> list[int]:
 
 
 class EngineMetrics:
-    def __init__(self, model_name: str, max_model_len: int) -> None:
+    def __init__(self, model_name: str, max_model_len: int, engine: str | None = None) -> None:
+        if engine is not None and (not isinstance(engine, str) or not engine):
+            raise ValueError(
+                f"engine must be a non-empty string label value (e.g. '0') or None, got {engine!r}"
+            )
         self.model_name = model_name
         self.registry = CollectorRegistry()
-        label = [model_name]
-        reg = {"registry": self.registry, "labelnames": ["model_name"]}
+        # The constant labels of every series: the model, and the engine when there are several.
+        self.labels = {"model_name": model_name} | ({} if engine is None else {"engine": engine})
+        label = list(self.labels.values())
+        reg = {"registry": self.registry, "labelnames": list(self.labels)}
 
         def counter(name: str, doc: str) -> Counter:
             return Counter(PREFIX + name, doc, **reg).labels(*label)
@@ -84,10 +92,10 @@ class EngineMetrics:
             PREFIX + "request_success",
             "Finished requests by finish reason (stop, length, abort, error).",
             registry=self.registry,
-            labelnames=["model_name", "finished_reason"],
+            labelnames=[*self.labels, "finished_reason"],
         )
         # Every reason is created now so that each series exists (at 0) before its first request.
-        self._success = {reason: success.labels(model_name, reason) for reason in FINISH_REASONS}
+        self._success = {reason: success.labels(*label, reason) for reason in FINISH_REASONS}
         self._ttft = histogram(
             "time_to_first_token_seconds", "Seconds from arrival to the first generated token.", _TTFT_S
         )
@@ -97,7 +105,7 @@ class EngineMetrics:
             PREFIX + "inter_token_latency_seconds",
             "Seconds between steps that gave a request tokens.",
             _ITL_S,
-            {"model_name": model_name},
+            self.labels,
         )
         self.registry.register(self._itl)
         self._e2e = histogram("e2e_request_latency_seconds", "Seconds from arrival to finish.", _REQUEST_S)
@@ -219,6 +227,7 @@ class EngineMetrics:
             "grammar_cache_hits": so.num_grammar_hits if so is not None else 0,
             "adapter_loads": adapters.num_loads if adapters is not None else 0,
             "adapter_rereads": adapters.num_rereads if adapters is not None else 0,
+            "adapter_slot_loads": adapters.num_slot_writes if adapters is not None else 0,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -253,6 +262,7 @@ _LIFETIME_DOCS = (
     ("prefix_cache_hits", "Tokens served from the prefix cache, per admission."),
     ("grammar_cache_queries", "Grammar compile requests (one per request with a response format)."),
     ("grammar_cache_hits", "Grammar compile requests that started no compile (cached or in flight)."),
+    ("adapter_slot_loads", "LoRA adapters written into a device slot (the adapter was in no slot)."),
 )
 
 
@@ -265,19 +275,19 @@ class _LifetimeCollector:
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         state, counts = self._metrics.current_state(), self._metrics.lifetime_counts()
-        label = [self._metrics.model_name]
+        names, label = list(self._metrics.labels), list(self._metrics.labels.values())
         for name, key, doc in _GAUGE_DOCS:
-            gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["model_name"])
+            gauge = GaugeMetricFamily(PREFIX + name, doc, labels=names)
             gauge.add_metric(label, state[key])
             yield gauge
         for name, doc in _LIFETIME_DOCS:
-            family = CounterMetricFamily(PREFIX + name, doc, labels=["model_name"])
+            family = CounterMetricFamily(PREFIX + name, doc, labels=names)
             family.add_metric(label, counts[name])
             yield family
         loads = CounterMetricFamily(
             PREFIX + "adapter_loads",
             "LoRA adapters read from disk: by load_adapter, or re-read after a CPU-cache eviction.",
-            labels=["model_name", "reason"],
+            labels=[*names, "reason"],
         )
         loads.add_metric([*label, "load"], counts["adapter_loads"])
         loads.add_metric([*label, "reread"], counts["adapter_rereads"])

@@ -60,8 +60,13 @@ class AsyncLLM(AsyncBatchAPI):
 
     @property
     def is_running(self) -> bool:
-        """Admitting new requests (not draining, shut down or failed)."""
-        return self._core.state is LoopState.RUNNING and self._core.is_alive
+        """Admitting new requests (not draining, shut down or failed, and the model's worker
+        processes, if any, all up: a health check sees a dead worker before a request does)."""
+        return (
+            self._core.state is LoopState.RUNNING
+            and self._core.is_alive
+            and self._core.engine.executor.is_alive
+        )
 
     @property
     def is_draining(self) -> bool:

@@ -1,9 +1,9 @@
 """The OpenAI-compatible HTTP server (FastAPI + uvicorn) over AsyncLLM.
 
 ``ServerConfig`` says what to serve; ``build_app(llm, config)`` makes the FastAPI app over an
-AsyncLLM; ``run_server(config)`` loads the model and serves until SIGTERM/SIGINT. ``build_app`` and
-``run_server`` are imported on first use, so that reading a config (the CLI parsing its flags)
-does not import FastAPI, uvicorn and the engine."""
+AsyncLLM (or a list of them: data-parallel replicas); ``run_server(config)`` loads the model and
+serves until SIGTERM/SIGINT. ``build_app`` and ``run_server`` are imported on first use, so that
+reading a config (the CLI parsing its flags) does not import FastAPI, uvicorn and the engine."""
 
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
 """The FastAPI application: routes, OpenAI error bodies, and the middleware stack (HTTP counts,
 bearer keys, body bound).
 
-``build_app(llm, config)`` serves an AsyncLLM built elsewhere (tests, embedding); the app's lifespan
-loads ``config.adapters`` into it and then takes requests (until then /health says loading), and
-leaves the AsyncLLM running when the app stops: its owner shuts it down. ``run_server`` builds the
-app with ``create_app`` before the model is loaded and attaches it once it is."""
+``build_app(llm, config)`` serves an AsyncLLM built elsewhere (tests, embedding), or a list of them
+(``config.data_parallel_size`` replicas); the app's lifespan loads ``config.adapters`` into them and
+then takes requests (until then /health says loading), and leaves the AsyncLLMs running when the
+app stops: their owner shuts them down. ``run_server`` builds the app with ``create_app`` before
+the model is loaded and attaches the replicas once they are."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 
@@ -22,9 +23,10 @@ from loomlm.server.middleware import AuthMiddleware, BodyLimitMiddleware, HttpMe
 from loomlm.server.state import Phase, ServerState
 
 
-def build_app(llm: AsyncLLM, config: ServerConfig) -> FastAPI:
-    """Routes over an existing AsyncLLM (with LoRA enabled if ``config`` names adapters or enables
-    adapter loading). Serving starts with the app's lifespan (uvicorn runs it)."""
+def build_app(llm: AsyncLLM | Sequence[AsyncLLM], config: ServerConfig) -> FastAPI:
+    """Routes over an existing AsyncLLM, or over ``config.data_parallel_size`` of them (the same
+    model and options), with LoRA enabled if ``config`` names adapters or enables adapter loading.
+    Serving starts with the app's lifespan (uvicorn runs it)."""
     state = ServerState(config)
     state.attach(llm)
     return create_app(state)
@@ -35,7 +37,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if state.llm is not None and state.phase is Phase.LOADING:
+        if state.replicas is not None and state.phase is Phase.LOADING:
             await state.start()
         yield
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loomlm.server.router import DEFAULT_MAX_IMBALANCE, ROUTING_POLICIES
+
 # What a client may name a model or an adapter: OpenAI-style ids (``org/name``, ``ft:base:suffix``)
 # without whitespace or control characters.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -26,7 +28,8 @@ class ServerConfig:
     ``api_key`` guards every route but /health and /metrics; ``admin_key`` guards the runtime
     adapter routes, which exist only with ``enable_adapter_loading`` and load only from under
     ``adapter_dir``. Both keys default to the environment (``LOOMLM_API_KEY``, ``LOOMLM_ADMIN_KEY``)
-    so that they need not appear on a command line."""
+    so that they need not appear on a command line. ``data_parallel_size`` engine replicas (each a
+    full AsyncLLM) serve behind the one HTTP front end; ``routing`` says how a request picks one."""
 
     model: str | None = None  # model dir; None = the default SmolLM2-135M-Instruct
     served_model_name: str | None = None  # the base model's name for clients; default: the dir's name
@@ -41,6 +44,12 @@ class ServerConfig:
     shutdown_timeout: float = 30.0  # SIGTERM: finish in-flight requests up to this, abort the rest
     max_request_bytes: int = 4 << 20  # request body bound -> 413
     engine_options: dict[str, Any] = field(default_factory=dict)  # AsyncLLM(**engine_options)
+    # Data parallel: this many engine replicas (AsyncLLMs, the same engine_options) behind one server.
+    data_parallel_size: int = 1
+    routing: str = "affinity"  # how a request picks its replica: "affinity" or "round_robin"
+    # affinity gives way when the preferred replica has more than this many requests in flight
+    # beyond the least-loaded one (see server/router.py for why this default).
+    routing_max_imbalance: int = DEFAULT_MAX_IMBALANCE
 
     def __post_init__(self) -> None:
         self.api_key = _key(self.api_key, API_KEY_ENV, "api_key")
@@ -78,6 +87,24 @@ class ServerConfig:
             f"max_request_bytes must be an integer >= 1024, got {self.max_request_bytes!r}",
         )
         self._check_engine_options()
+        self._check_data_parallel()
+
+    def _check_data_parallel(self) -> None:
+        _check(
+            _is_int(self.data_parallel_size) and self.data_parallel_size >= 1,
+            f"data_parallel_size must be an integer >= 1 (the number of engine replicas, each a full "
+            f"copy of the model and its KV cache: size it by memory), got {self.data_parallel_size!r}",
+        )
+        _check(
+            self.routing in ROUTING_POLICIES,
+            f"routing must be one of {', '.join(ROUTING_POLICIES)} (affinity: adapter and prefix "
+            f"affinity with a load bound; round_robin: in turn), got {self.routing!r}",
+        )
+        _check(
+            _is_int(self.routing_max_imbalance) and self.routing_max_imbalance >= 0,
+            "routing_max_imbalance must be an integer >= 0 (requests in flight a preferred replica may "
+            f"have beyond the least-loaded one), got {self.routing_max_imbalance!r}",
+        )
 
     def _check_adapters(self) -> None:
         _check(isinstance(self.adapters, dict), "adapters must be a dict of name -> adapter directory")
@@ -155,6 +182,10 @@ def _key(value: str | None, env: str, what: str) -> str | None:
     if value is not None and value != value.strip():
         raise ValueError(f"{what} has leading or trailing whitespace; check how it was quoted")
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -6,7 +6,8 @@ A load reads files on the server, so ``lora_path`` (relative to ``adapter_dir``,
 resolve, symlinks and ``..`` included, to a directory under ``adapter_dir``, and so must every entry
 in it (a link inside the directory cannot point out either); otherwise 403. Loads and unloads of one
 name are serialised by a per-name lock, so the listed adapters follow the engine's. Loading a name
-again replaces it for new requests (requests already running keep the weights they started with)."""
+again replaces it for new requests (requests already running keep the weights they started with).
+With several engine replicas a load or unload reaches every replica, and an error is reported once."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def server_state(request: Request) -> ServerState:
 @router.post(LOAD_PATH)
 async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> dict[str, Any]:
     state = server_state(request)
-    llm = state.serving_llm()
+    replicas = state.serving_replicas()
     name = _adapter_name(body.lora_name, state)
     if name == state.base_name:
         raise bad_request(f"{name!r} is the base model's name; choose another lora_name", "lora_name")
@@ -41,7 +42,7 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> d
     path = resolve_adapter_path(body.lora_path, state.config.adapter_dir)
     async with state.adapter_lock(name):
         try:
-            ref = await llm.load_adapter(name, str(path))
+            ref = await replicas.load_adapter(name, str(path))
         except (AdapterError, ValueError) as error:
             raise api_error(error) from None
         replaced = name in state.adapters
@@ -52,7 +53,7 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> d
 @router.post(UNLOAD_PATH)
 async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request) -> dict[str, Any]:
     state = server_state(request)
-    llm = state.serving_llm()
+    replicas = state.serving_replicas()
     name = _adapter_name(body.lora_name, state)
     async with state.adapter_lock(name):
         if name not in state.adapters:
@@ -60,7 +61,7 @@ async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request) 
         if name not in state.adapters:
             raise _not_loaded(name)
         try:
-            await llm.unload_adapter(name)
+            await replicas.unload_adapter(name)
         except AdapterError:  # unloaded straight through the AsyncLLM meanwhile
             raise _not_loaded(name) from None
         finally:

@@ -1,8 +1,10 @@
 """``GET /v1/models`` (and ``/v1/models/{id}``), ``/health``, ``/version`` and ``/metrics``.
 
 /health and /metrics need no key (probes and scrapers); /health is 200 only while the server takes
-requests, 503 while the model loads and once it drains. /metrics is the engine's own Prometheus
-registry (vLLM's metric names under ``loomlm:``) followed by the server's HTTP request counts."""
+requests (every engine replica running), 503 while the model loads and once it drains. /metrics is
+the engine's own Prometheus registry (vLLM's metric names under ``loomlm:``) followed by the
+server's HTTP request counts; with several replicas, their registries merged family by family, each
+series labelled ``engine="<replica>"``, plus the router's per-replica counts (``ReplicaMetrics``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import loomlm
 from loomlm.server.errors import model_not_found
+from loomlm.server.replica_metrics import ReplicaMetrics
 from loomlm.server.state import ServerState
 
 router = APIRouter()
@@ -26,7 +29,7 @@ def server_state(request: Request) -> ServerState:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     state = server_state(request)
-    state.serving_llm()
+    state.serving_replicas()
     await state.refresh_adapters()
     return {"object": "list", "data": _model_cards(state)}
 
@@ -34,7 +37,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     state = server_state(request)
-    state.serving_llm()
+    state.serving_replicas()
     await state.resolve_model(model)
     for card in _model_cards(state):
         if card["id"] == model:
@@ -65,14 +68,15 @@ async def metrics(request: Request) -> Response:
 
 
 def _engine_registry(state: ServerState) -> Any:
-    """The engine's Prometheus registry, wherever this engine version keeps it (None: none)."""
-    if state.llm is None:
+    """What to expose of the engines (None: nothing yet): one replica's registry as it is, or
+    several replicas' merged."""
+    replicas = state.replicas
+    if replicas is None:
         return None
-    engine = state.llm.engine
-    registry = getattr(engine, "metrics_registry", None)
-    if registry is None:
-        registry = getattr(getattr(engine, "metrics", None), "registry", None)
-    return registry
+    registries = replicas.registries()
+    if len(registries) == 1:
+        return registries[0]
+    return ReplicaMetrics(registries, replicas.router)
 
 
 def _model_cards(state: ServerState) -> list[dict[str, Any]]:

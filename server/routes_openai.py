@@ -1,11 +1,11 @@
 """``POST /v1/chat/completions`` and ``POST /v1/completions``.
 
-A request is checked (``convert``), queued on the AsyncLLM (its errors become statuses: 400, 404,
-413, 429, 503), then answered whole or streamed. A stream's headers go out with its first output,
-so a request that fails before its first token (a grammar that does not compile) still gets a 4xx
-status rather than an error event. A client that disconnects, streaming or not, has its request
-aborted: the non-streaming routes race the result against the connection (``until_disconnected``),
-the streams are closed by their response."""
+A request is checked (``convert``), queued on the engine replica the router picks (its errors
+become statuses: 400, 404, 413, 429, 503), then answered whole or streamed. A stream's headers go
+out with its first output, so a request that fails before its first token (a grammar that does not
+compile) still gets a 4xx status rather than an error event. A client that disconnects, streaming
+or not, has its request aborted: the non-streaming routes race the result against the connection
+(``until_disconnected``), the streams are closed by their response."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, Response
 
 from loomlm.adapters.errors import AdapterError
 from loomlm.async_outputs import ChatStreamChunk, StreamOutput
-from loomlm.async_requests import RequestStream
 from loomlm.engine.outputs import RequestOutput
 from loomlm.server.convert import chat_inputs, completion_inputs
 from loomlm.server.errors import APIError, ClientDisconnected, api_error, model_not_found
@@ -31,6 +30,7 @@ from loomlm.server.responses import (
     new_id,
     output_error,
 )
+from loomlm.server.routed_stream import RoutedStream
 from loomlm.server.state import ServerState
 from loomlm.server.streaming import SSEResponse, chat_events, completion_events
 
@@ -45,11 +45,11 @@ def server_state(request: Request) -> ServerState:
 @router.post("/v1/chat/completions")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = server_state(request)
-    llm = state.serving_llm()
+    replicas = state.serving_replicas()
     adapter = await state.resolve_model(body.model)
     inputs = chat_inputs(body, state.limits)
     ctx = _context("chatcmpl", body, state, (body.top_logprobs or 0) if body.logprobs else None)
-    submitted = llm.submit_chat(
+    submitted = replicas.submit_chat(
         inputs.messages, inputs.params, request_id=ctx.id, adapter=adapter, **inputs.options
     )
     stream = await _queued(submitted, state, adapter)
@@ -69,17 +69,17 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 @router.post("/v1/completions")
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     state = server_state(request)
-    llm = state.serving_llm()
+    replicas = state.serving_replicas()
     adapter = await state.resolve_model(body.model)
     prompts, params = completion_inputs(body, state.limits)
     ctx = _context("cmpl", body, state, body.logprobs)
-    streams: list[RequestStream[StreamOutput]] = []
+    streams: list[RoutedStream[StreamOutput]] = []
     try:
         for i, prompt in enumerate(prompts):
             request_id = ctx.id if len(prompts) == 1 else f"{ctx.id}-{i}"
             streams.append(
                 await _queued(
-                    llm.submit(prompt, params, request_id=request_id, adapter=adapter), state, adapter
+                    replicas.submit(prompt, params, request_id=request_id, adapter=adapter), state, adapter
                 )
             )
         if body.stream:
@@ -118,7 +118,7 @@ async def _queued(submitted: Awaitable[T], state: ServerState, adapter: str | No
         raise api_error(error) from None
 
 
-async def _last(stream: RequestStream[ChatStreamChunk]) -> ChatStreamChunk:
+async def _last(stream: RoutedStream[ChatStreamChunk]) -> ChatStreamChunk:
     """The finished chunk (tracked through the stream: with tools it holds the parsed calls)."""
     last = None
     async with stream:

@@ -3,11 +3,12 @@
 Order of events:
 
 1. uvicorn starts at once with the app and no model: /health answers 503 "loading", and so does
-   every other route. The model loads on a worker thread, then ``config.adapters``; then serving.
+   every other route. The model loads on a worker thread (``data_parallel_size`` times, one replica
+   after the other), then ``config.adapters`` into every replica; then serving.
 2. The first SIGTERM or SIGINT starts the drain: new requests get 503 (and /health 503), requests
-   in flight get up to ``shutdown_timeout`` seconds to finish, the rest are aborted (streams end with
-   an error event, waiting responses with 503), the engine stops, then uvicorn closes its
-   connections and exits. A second SIGINT skips the wait.
+   in flight (on every replica) get up to ``shutdown_timeout`` seconds to finish, the rest are
+   aborted (streams end with an error event, waiting responses with 503), the engines stop, then
+   uvicorn closes its connections and exits. A second SIGINT skips the wait.
 
 uvicorn's own signal handling is replaced: it would stop accepting connections at once (clients
 would see refused connections instead of 503s) and re-raise the signal after exiting, so that the
@@ -82,7 +83,7 @@ async def _serve(config: ServerConfig) -> int:
 
 
 class _Lifecycle:
-    """Loading, draining and closing of one run_server's AsyncLLM."""
+    """Loading, draining and closing of one run_server's AsyncLLMs (its replicas)."""
 
     def __init__(self, state: ServerState, server: _Server) -> None:
         self.state = state
@@ -94,18 +95,25 @@ class _Lifecycle:
 
     async def load(self) -> None:
         config = self.state.config
+        llms: list[AsyncLLM] = []
         try:
-            llm = await asyncio.to_thread(lambda: AsyncLLM(config.model, **config.engine_kwargs()))
+            # One replica after the other: the first load may convert the default model into the
+            # cache, which the others then read; and a failure stops before loading the rest.
+            while len(llms) < config.data_parallel_size and not self.stopping:
+                llms.append(await asyncio.to_thread(lambda: AsyncLLM(config.model, **config.engine_kwargs())))
         except Exception as error:
+            await _shutdown_all(llms)
             self._fail(error)
             return
         if self.stopping:  # a signal came while loading
-            await llm.shutdown()
+            await _shutdown_all(llms)
             return
         try:
-            self.state.attach(llm)
+            self.state.attach(llms)
             await self.state.start()
         except Exception as error:
+            if self.state.replicas is None:  # not attached: close() would not find them
+                await _shutdown_all(llms)
             self._fail(error)
 
     def _fail(self, error: Exception) -> None:
@@ -141,14 +149,20 @@ class _Lifecycle:
         engine; then let uvicorn close its connections and exit."""
         self.stopping = True
         self.state.phase = Phase.DRAINING
-        llm = self.state.llm
-        if llm is not None:
+        replicas = self.state.replicas
+        if replicas is not None:
             try:
-                await llm.shutdown(drain_timeout=timeout)
-            except Exception:  # the engine may have failed already; exiting is still right
-                logger.exception("error while shutting the engine down")
+                await replicas.shutdown(drain_timeout=timeout)  # every replica drains at once
+            except Exception:  # an engine may have failed already; exiting is still right
+                logger.exception("error while shutting the engines down")
         self.server.should_exit = True
 
     async def close(self) -> None:
-        if self.state.llm is not None:
-            await self.state.llm.shutdown()  # idempotent: after a drain this only returns
+        if self.state.replicas is not None:
+            await self.state.replicas.shutdown()  # idempotent: after a drain this only returns
+
+
+async def _shutdown_all(llms: list[AsyncLLM]) -> None:
+    for llm in llms:
+        with contextlib.suppress(Exception):
+            await llm.shutdown()

@@ -106,3 +106,48 @@ def test_bad_values_are_exit_2_with_one_line(served, capsys, extra, message):
 def test_the_real_server_module_has_what_serve_needs():
     server = serve.server_module()
     assert callable(server.run_server) and callable(server.ServerConfig)
+
+
+def test_data_parallel_options_become_the_server_config(served):
+    argv = ["serve", "--data-parallel-size", "3", "--dp-routing", "round_robin", "--dp-max-imbalance", "0"]
+    assert main(argv) == 0
+    config = served[-1]
+    assert (config.data_parallel_size, config.routing, config.routing_max_imbalance) == (3, "round_robin", 0)
+    assert main(["serve"]) == 0
+    assert (served[-1].data_parallel_size, served[-1].routing) == (1, "affinity")
+
+
+def test_tensor_parallel_options_reach_the_engine_only_when_given():
+    from loomlm.cli.main import build_parser
+
+    def engine(*extra: str) -> dict:
+        return serve.server_config_kwargs(build_parser().parse_args(["serve", *extra]))["engine_options"]
+
+    assert engine() == {}
+    assert engine("--tensor-parallel-size", "1") == {}  # the single-device engine every version is
+    assert engine("--tensor-parallel-size", "2", "--distributed-executor-backend", "mp") == {
+        "tensor_parallel_size": 2,
+        "distributed_executor_backend": "mp",
+    }
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--data-parallel-size", "0"],
+        ["--dp-routing", "random"],
+        ["--dp-max-imbalance", "-1"],
+        ["--tensor-parallel-size", "0"],
+        ["--distributed-executor-backend", "ray"],
+    ],
+)
+def test_bad_parallel_options_are_usage_errors(served, capsys, extra):
+    assert main(["serve", *extra]) == 2
+    assert "usage: loomlm" in capsys.readouterr().err and not served
+
+
+def test_the_routing_choices_shown_are_the_routers():
+    from loomlm.server import router
+
+    assert serve.ROUTING_POLICIES == router.ROUTING_POLICIES
+    assert serve.DEFAULT_MAX_IMBALANCE == router.DEFAULT_MAX_IMBALANCE

@@ -130,6 +130,7 @@ def test_a_killed_worker_fails_the_requests_in_flight_and_the_engine(tiny_llama_
 
             tasks = [asyncio.create_task(drain(stream)) for stream in streams]
             await asyncio.sleep(0.5)  # decoding is under way
+            assert llm.is_running
             os.kill(victim, signal.SIGKILL)
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(isinstance(result, ExecutorError) for result in results), results

@@ -1,9 +1,11 @@
-"""Helpers of the server tests: a uvicorn server in a background thread, metric reading."""
+"""Helpers of the server tests: a uvicorn server in a background thread, a free port and waiting for
+a server process to serve, metric reading."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 
@@ -69,3 +71,25 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"metric {name} not found")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float) -> list[int]:
+    """The /health statuses seen until the first 200."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server process exited while starting"
+        try:
+            seen.append(httpx.get(f"{url}/health", timeout=2).status_code)
+            if seen[-1] == 200:
+                return seen
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not start serving within {timeout} s")

@@ -10,40 +10,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from server_helpers import metric
+from server_helpers import free_port, metric, wait_until_serving
 from uvicorn.server import STARTUP_FAILURE
 
 HERE = Path(__file__).parent
 KEY = "sigterm-key"
 CHAT = [{"role": "user", "content": "Go on."}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float) -> list[int]:
-    """The /health statuses seen until the first 200."""
-    seen: list[int] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server process exited while starting"
-        try:
-            seen.append(httpx.get(f"{url}/health", timeout=2).status_code)
-            if seen[-1] == 200:
-                return seen
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not start serving within {timeout} s")
 
 
 async def one_stream(client: openai.AsyncOpenAI, i: int) -> str:
@@ -153,6 +130,10 @@ def test_a_port_in_use_returns_uvicorns_startup_failure_code(tmp_path):
         ({"api_key": ""}, "non-empty"),
         ({"engine_options": {"max_waiting": 3}}, "ServerConfig"),
         ({"engine_options": {"no_such_option": 1}}, "unknown engine options"),
+        ({"data_parallel_size": 0}, "data_parallel_size must be an integer >= 1"),
+        ({"data_parallel_size": 1.5}, "data_parallel_size"),
+        ({"routing": "random"}, "routing must be one of affinity, round_robin"),
+        ({"routing_max_imbalance": -1}, "routing_max_imbalance"),
     ],
 )
 def test_server_config_refuses_bad_settings_with_guidance(options, match):
