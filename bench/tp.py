@@ -2,8 +2,9 @@
 
 Three engines on SmolLM2-135M-Instruct, the same weights and cores: ``uni`` (TP=1 in the engine
 process, all cores: the baseline), ``mp`` TP=1 (one worker process: the price of the executor
-seam, pickling each step into shared memory and a pipe round trip) and ``mp`` TP=3 (three workers: SmolLM2 has 9 query and 3 KV heads,
-the cores split between them, two all-reduces per layer over gloo). Workloads: ``--requests`` (32)
+seam, pickling each step into shared memory and a pipe round trip) and ``mp`` TP=3 (three
+workers, as SmolLM2 has 9 query and 3 KV heads; the cores split between them, two all-reduces per
+layer over gloo). Workloads: ``--requests`` (32)
 prompts of ``--prompt-len`` (64) tokens, greedy, ``--max-tokens`` (32) with ``ignore_eos``, and
 one request alone (batch-1 decode). Rounds interleave the engines; medians of ``--repeats`` (3)
 after a warm-up; ratios against ``uni``.
