@@ -140,6 +140,9 @@ class EngineConfig:
     model: str | None = None  # local HF directory; None selects the default SmolLM2-135M-Instruct
     device: str = "cpu"
     dtype: str = "float32"
+    # Linear layers' weights: None (the dtype's) or "int8" (per-channel int8 weights, dynamic int8
+    # activations; CPU, float32). See loomlm.engine.models.quantized.
+    quantization: str | None = None
     seed: int | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -161,4 +164,13 @@ class EngineConfig:
         _require(
             self.dtype in ("float32", "bfloat16", "float16"),
             f"dtype must be float32, bfloat16 or float16, got {self.dtype!r} (use float32 on CPU)",
+        )
+        _require(
+            self.quantization in (None, "int8"),
+            f"quantization must be None or 'int8', got {self.quantization!r}",
+        )
+        _require(
+            self.quantization is None or (self.device == "cpu" and self.dtype == "float32"),
+            f"quantization={self.quantization!r} runs on the CPU with dtype float32 (its kernels take "
+            f"float32 activations); got device {self.device!r}, dtype {self.dtype!r}",
         )

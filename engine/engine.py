@@ -74,16 +74,18 @@ class LLMEngine:
             tensor_parallel_size=tp_size,
             max_loras=lora.max_loras if lora.enable else 0,
             max_lora_rank=lora.max_lora_rank if lora.enable else 0,
+            quantization=config.quantization,
         )
         self.executor = make_executor(
             spec, config.parallel, max_num_seqs=sched.max_num_seqs, vocab_size=self.arch.vocab_size
         )
         logger.info(
-            "loaded %s (%s, %d layers, %s on %s, %s executor, tensor parallel %d) in %.1f s",
+            "loaded %s (%s, %d layers, %s%s on %s, %s executor, tensor parallel %d) in %.1f s",
             self.model_dir,
             self.arch.model_type,
             self.arch.num_layers,
             config.dtype,
+            f", {config.quantization} linear layers" if config.quantization else "",
             config.device,
             config.parallel.backend,
             tp_size,

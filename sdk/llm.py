@@ -56,6 +56,7 @@ class LLM(ToolCallsAPI):
         enable_prefix_caching: bool = True,
         device: str = "cpu",
         dtype: str = "float32",
+        quantization: str | None = None,
         seed: int | None = None,
         enable_lora: bool | None = None,
         max_loras: int | None = None,
@@ -74,6 +75,8 @@ class LLM(ToolCallsAPI):
         ``jump_forward`` appends tokens a grammar forces without a model step each.
         ``grammar`` sets outlines-core compilation (workers, time limit, caches); by default
         grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``).
+        ``quantization="int8"``: int8 linear layers (per-channel weights, dynamic activations; CPU,
+        float32), several times faster, at a small quality cost (bench/quant.py).
         ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
         ``distributed_executor_backend="mp"``, the default for more than one); a script that uses
         it must guard its entry point with ``if __name__ == "__main__":`` (workers are spawned)."""
@@ -98,6 +101,7 @@ class LLM(ToolCallsAPI):
                 model=model,
                 device=device,
                 dtype=dtype,
+                quantization=quantization,
                 seed=seed,
                 scheduler=scheduler,
                 cache=cache,

@@ -12,6 +12,7 @@ import torch
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.loader import load_model
+from loomlm.engine.models.quantized import quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
 
@@ -29,6 +30,7 @@ class WorkerSpec:
     tensor_parallel_size: int = 1
     max_loras: int = 0  # 0: LoRA off
     max_lora_rank: int = 0
+    quantization: str | None = None  # see loomlm.engine.models.quantized
 
     def rank_device(self, rank: int) -> torch.device:
         device = torch.device(self.device)
@@ -41,6 +43,8 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
     """Load this rank's shard of the model, size its KV cache and LoRA slots, and wrap them."""
     dtype, device = DTYPES[spec.dtype], spec.rank_device(tp.rank)
     model, arch, _ = load_model(Path(spec.model_dir), dtype, device, tp)
+    if spec.quantization is not None:
+        quantize_model(model, spec.quantization)
     lora_weights = None
     if spec.max_loras:
         local_spec = TPShard(arch, tp.rank, tp.world_size).local_arch().lora_spec()
