@@ -139,6 +139,13 @@ def make_peft_adapter(base_dir, out_dir, *, seed: int, safe_serialization: bool 
 
 
 @pytest.fixture(scope="session")
+def peft_adapter_factory():
+    """``make_peft_adapter`` as a fixture (test modules cannot import from this conftest by name:
+    another ``conftest`` module may be the one imported under that name)."""
+    return make_peft_adapter
+
+
+@pytest.fixture(scope="session")
 def tiny_lora_adapters(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
     """Four adapters for ``tiny_llama_dir`` that differ in rank, targets, scaling and file format:
     ``all8`` r=8 on all seven modules; ``rs4`` rsLoRA r=4 on q/v/down of layer 1 only, with a

@@ -7,7 +7,6 @@ import json
 
 import jsonschema
 import pytest
-from conftest import make_peft_adapter
 
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, ParallelConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
@@ -54,8 +53,10 @@ def run(engine, requests) -> dict[str, tuple[list[int], str]]:
     return outputs
 
 
-def test_smollm2_tp3_matches_tp1_hf_and_peft(smollm2_dir, tokenizer, hf_greedy, peft_logits, tmp_path):
-    adapter_dir = make_peft_adapter(
+def test_smollm2_tp3_matches_tp1_hf_and_peft(
+    smollm2_dir, tokenizer, hf_greedy, peft_logits, peft_adapter_factory, tmp_path
+):
+    adapter_dir = peft_adapter_factory(
         smollm2_dir, tmp_path / "adapter", seed=1, r=8, lora_alpha=8, target_modules=MODULES
     )
     greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
