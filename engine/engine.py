@@ -22,6 +22,7 @@ from loomlm.engine.input_builder import InputBuilder
 from loomlm.engine.kv_cache_manager import KVCacheManager
 from loomlm.engine.metrics import EngineMetrics
 from loomlm.engine.model_files import resolve_model_dir
+from loomlm.engine.models.calibration import CALIBRATION_TEXT
 from loomlm.engine.models.loader import load_arch
 from loomlm.engine.output_processor import OutputProcessor
 from loomlm.engine.outputs import RequestOutput, SamplerOutput
@@ -75,6 +76,9 @@ class LLMEngine:
             max_loras=lora.max_loras if lora.enable else 0,
             max_lora_rank=lora.max_lora_rank if lora.enable else 0,
             quantization=config.quantization,
+            calibration_ids=tuple(self.tokenizer(CALIBRATION_TEXT)["input_ids"])
+            if config.quantization
+            else (),
         )
         self.executor = make_executor(
             spec, config.parallel, max_num_seqs=sched.max_num_seqs, vocab_size=self.arch.vocab_size

@@ -12,7 +12,7 @@ import torch
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.loader import load_model
-from loomlm.engine.models.quantized import quantize_model
+from loomlm.engine.models.quantized import calibrate, calibration_input, quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
 
@@ -31,6 +31,7 @@ class WorkerSpec:
     max_loras: int = 0  # 0: LoRA off
     max_lora_rank: int = 0
     quantization: str | None = None  # see loomlm.engine.models.quantized
+    calibration_ids: tuple[int, ...] = ()  # the text int8 calibrates on, tokenized
 
     def rank_device(self, rank: int) -> torch.device:
         device = torch.device(self.device)
@@ -43,8 +44,6 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
     """Load this rank's shard of the model, size its KV cache and LoRA slots, and wrap them."""
     dtype, device = DTYPES[spec.dtype], spec.rank_device(tp.rank)
     model, arch, _ = load_model(Path(spec.model_dir), dtype, device, tp)
-    if spec.quantization is not None:
-        quantize_model(model, spec.quantization)
     lora_weights = None
     if spec.max_loras:
         local_spec = TPShard(arch, tp.rank, tp.world_size).local_arch().lora_spec()
@@ -56,7 +55,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             dtype=dtype,
             device=device,
         )
-    return ModelRunner(
+    runner = ModelRunner(
         model,
         num_blocks=spec.num_blocks,
         block_size=spec.block_size,
@@ -65,3 +64,13 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         device=device,
         lora_weights=lora_weights,
     )
+    if spec.quantization is not None:
+        # Calibrate on the float model (every rank together: the forward has collectives), then
+        # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.
+        capacity = min(spec.num_blocks * spec.block_size, spec.max_num_batched_tokens)
+        ids = list(spec.calibration_ids[:capacity])
+        absmax = (
+            calibrate(model, lambda: runner.execute(calibration_input(ids, spec.block_size))) if ids else None
+        )
+        quantize_model(model, spec.quantization, absmax)
+    return runner

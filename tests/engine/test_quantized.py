@@ -1,0 +1,128 @@
+"""int8 linear layers: each matches the float product of its dequantized weight and its quantized
+input to float rounding, stays within the quantization error bound of the float layer, keeps the
+product unchanged under smoothing; `quantize_model` swaps every linear layer but the LM head after a
+calibration; and LoRA on the int8 base follows PEFT on the float base."""
+
+import pytest
+import torch
+
+from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
+from loomlm.engine.engine import LLMEngine
+from loomlm.engine.models.llama import Linear
+from loomlm.engine.models.quantized import Int8Linear, calibrate, quantize_model
+from loomlm.engine.sampling_params import SamplingParams
+
+
+def float_layer(in_features=64, out_features=48, bias=False, seed=0) -> Linear:
+    torch.manual_seed(seed)
+    layer = Linear(in_features, out_features, bias=bias)
+    with torch.no_grad():
+        layer.weight_t.normal_(0, 0.05)
+        if bias:
+            layer.bias.normal_(0, 0.1)
+    return layer
+
+
+def quantized_input(x, inv_smooth):
+    """What the layer feeds the int8 GEMM, as floats: the smoothed input rounded per row."""
+    x = x if inv_smooth is None else x * inv_smooth
+    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(x / scale) * scale, scale
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_int8_layer_equals_the_dequantized_product_and_stays_within_the_error_bound(bias, smooth, rows):
+    layer = float_layer(bias=bias)
+    x = torch.randn(rows, 64) * torch.linspace(0.1, 8, 64)  # uneven channel ranges, as in a model
+    absmax = x.abs().amax(dim=0) if smooth else None
+    q = Int8Linear(layer.weight_t, layer.bias, absmax)
+    got = q(x)
+
+    # The weight the GEMM used (smoothed, int8 x scale) against the input it used: float rounding only.
+    x_q, x_scale = quantized_input(x, q.inv_smooth)
+    weight_used = q.qweight.float() * q.w_scale[:, None]
+    exact = x_q @ weight_used.t() + (0 if layer.bias is None else layer.bias)
+    torch.testing.assert_close(got, exact, rtol=1e-5, atol=1e-5)
+
+    # Against the float layer: each output is off by at most the input's and the weight's rounding.
+    reference = layer(x)
+    x_in = x if q.inv_smooth is None else x * q.inv_smooth
+    bound = 0.5 * x_scale * weight_used.abs().sum(1) + 0.5 * x_in.abs() @ q.w_scale.expand(64, -1) + 1e-5
+    assert ((got - reference).abs() <= bound).all()
+    # The dequantized weight (smoothing undone) is within half a step of the float one, per element.
+    inv_smooth = torch.ones(64) if q.inv_smooth is None else q.inv_smooth
+    step = inv_smooth[:, None] * q.w_scale[None, :]  # [in, out]
+    assert ((q.dequantized_weight_t() - layer.weight_t.detach()).abs() <= 0.5 * step + 1e-7).all()
+
+
+def test_smoothing_moves_outliers_out_of_the_activations():
+    layer = float_layer()
+    x = torch.randn(16, 64)
+    x[:, 3] *= 100  # one outlier channel, as LLM activations have
+    plain = Int8Linear(layer.weight_t, None)
+    smoothed = Int8Linear(layer.weight_t, None, x.abs().amax(dim=0))
+    reference = layer(x)
+    err_plain = (plain(x) - reference).abs().mean()
+    err_smoothed = (smoothed(x) - reference).abs().mean()
+    assert err_smoothed < err_plain / 2
+
+
+def test_quantize_model_swaps_every_linear_layer_but_the_lm_head(tiny_llama_dir):
+    engine = make_engine(tiny_llama_dir, quantization="int8")
+    model = engine.executor.runner.model
+    linears = {
+        name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, Linear | Int8Linear)
+    }
+    assert linears.pop("lm_head") == "Linear"
+    assert set(linears.values()) == {"Int8Linear"} and len(linears) == 4 * 2  # 4 per layer, 2 layers
+    assert all(m.inv_smooth is not None for m in model.modules() if isinstance(m, Int8Linear))  # calibrated
+    with pytest.raises(ValueError, match="quantization"):
+        quantize_model(model, "int3")
+
+
+def test_calibrate_records_every_linear_layers_input_range():
+    model = torch.nn.Sequential(float_layer(64, 32), torch.nn.ReLU(), float_layer(32, 8, seed=1))
+    batches = [torch.randn(5, 64), torch.randn(5, 64) * 3]
+    absmax = calibrate(model, lambda: [model(b) for b in batches])
+    assert set(absmax) == {"0", "2"}
+    torch.testing.assert_close(absmax["0"], torch.cat(batches).abs().amax(dim=0))
+
+
+def make_engine(model_dir, **options) -> LLMEngine:
+    return LLMEngine(
+        EngineConfig(
+            model=str(model_dir),
+            scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, max_model_len=256),
+            cache=CacheConfig(block_size=8, num_blocks=128),
+            lora=LoRAConfig(enable=True, max_loras=2, max_lora_rank=16),
+            **options,
+        )
+    )
+
+
+def test_lora_on_the_int8_base_follows_peft_on_the_float_base(
+    tiny_llama_dir, tiny_lora_adapters, peft_logits
+):
+    engine = make_engine(tiny_llama_dir, quantization="int8")
+    engine.load_adapter("all8", str(tiny_lora_adapters["all8"]))
+    prompt = list(range(1000, 1024))
+    engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=0),
+                       prompt_token_ids=prompt, adapter="all8")  # fmt: skip
+    tokens = []
+    while engine.has_unfinished_requests():
+        for output in engine.step(only_finished=True):
+            tokens = output.outputs[0].token_ids
+    reference = peft_logits(tiny_llama_dir, tiny_lora_adapters["all8"], prompt + tokens[:-1])[
+        len(prompt) - 1 :
+    ]
+    agreement = (reference.argmax(-1) == torch.tensor(tokens)).float().mean()
+    assert agreement >= 0.75, f"int8 + LoRA chose PEFT's argmax at {agreement:.0%} of positions"
+
+
+def test_quantization_needs_the_cpu_and_float32():
+    with pytest.raises(ValueError, match="float32"):
+        EngineConfig(quantization="int8", dtype="bfloat16")
+    with pytest.raises(ValueError, match="quantization must be"):
+        EngineConfig(quantization="int4")
