@@ -131,7 +131,7 @@ def modes() -> dict[str, tuple[dict, str]]:
         "fp32": ({}, "torch.mm float32 (MKL)"),
         "int8": (
             {"quantization": "int8"},
-            "torch._int_mm int8 (oneDNN), per-token activations, SmoothQuant; LM head torch.mm float32",
+            "torch._int_mm int8 (oneDNN), per-token activations, SmoothQuant; LM head int8 + exact top-64",
         ),
     }
     if "avx512_bf16" in Path("/proc/cpuinfo").read_text():

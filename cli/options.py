@@ -138,8 +138,14 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", metavar="DEV", help=f"torch device, e.g. cuda (default: {d['device']})")
     g.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        help=f"weights and activations dtype; float32 on CPU (default: {d['dtype']})",
+        choices=("float32", "bfloat16", "float16", "auto"),
+        help="weights and activations dtype; auto: chosen for this machine at load (bfloat16 only "
+        f"where measured faster) (default: {d['dtype']})",
+    )
+    g.add_argument(
+        "--quantization",
+        choices=("int8",),
+        help="int8 linear layers (CPU, float32 activations; see bench/quant.py) (default: none)",
     )
     g.add_argument(
         "--grammar-backend",
@@ -192,6 +198,7 @@ ENGINE_KEYS = (
     "enable_prefix_caching",
     "device",
     "dtype",
+    "quantization",
     "grammar_backend",
     "jump_forward",
     "enable_lora",

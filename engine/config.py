@@ -162,15 +162,16 @@ class EngineConfig:
             f"grammar_backend must be 'auto', 'llguidance' or 'outlines', got {self.grammar_backend!r}",
         )
         _require(
-            self.dtype in ("float32", "bfloat16", "float16"),
-            f"dtype must be float32, bfloat16 or float16, got {self.dtype!r} (use float32 on CPU)",
+            self.dtype in ("float32", "bfloat16", "float16", "auto"),
+            "dtype must be float32, bfloat16, float16 or auto (chosen per machine at load), "
+            f"got {self.dtype!r}",
         )
         _require(
             self.quantization in (None, "int8"),
             f"quantization must be None or 'int8', got {self.quantization!r}",
         )
         _require(
-            self.quantization is None or (self.device == "cpu" and self.dtype == "float32"),
+            self.quantization is None or (self.device == "cpu" and self.dtype in ("float32", "auto")),
             f"quantization={self.quantization!r} runs on the CPU with dtype float32 (its kernels take "
             f"float32 activations); got device {self.device!r}, dtype {self.dtype!r}",
         )

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
 from loomlm.engine.config import EngineConfig
+from loomlm.engine.dtype_choice import resolve_dtype
 from loomlm.engine.executor import WorkerSpec, make_executor
 from loomlm.engine.executor.worker_spec import DTYPES
 from loomlm.engine.input_builder import InputBuilder
@@ -45,7 +46,11 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         started = time.perf_counter()
         self.model_dir = resolve_model_dir(config.model)
-        dtype = DTYPES[config.dtype]
+        dtype_name, self.dtype_reason = resolve_dtype(
+            config.dtype, config.device, config.quantization is not None
+        )
+        config = replace(config, dtype=dtype_name)
+        dtype = DTYPES[dtype_name]
         self.arch, self.hf_config = load_arch(self.model_dir)
         tp_size = config.parallel.tensor_parallel_size
         # This rank's sizes (KV heads, LoRA shapes); also checks that the model splits tp_size ways.
@@ -84,11 +89,12 @@ class LLMEngine:
             spec, config.parallel, max_num_seqs=sched.max_num_seqs, vocab_size=self.arch.vocab_size
         )
         logger.info(
-            "loaded %s (%s, %d layers, %s%s on %s, %s executor, tensor parallel %d) in %.1f s",
+            "loaded %s (%s, %d layers, %s (%s)%s on %s, %s executor, tensor parallel %d) in %.1f s",
             self.model_dir,
             self.arch.model_type,
             self.arch.num_layers,
             config.dtype,
+            self.dtype_reason,
             f", {config.quantization} linear layers" if config.quantization else "",
             config.device,
             config.parallel.backend,

@@ -9,7 +9,7 @@ import torch
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.models.llama import Linear
-from loomlm.engine.models.quantized import Int8Linear, calibrate, quantize_model
+from loomlm.engine.models.quantized import Int8Linear, RefinedInt8Linear, calibrate, quantize_model
 from loomlm.engine.sampling_params import SamplingParams
 
 
@@ -69,17 +69,27 @@ def test_smoothing_moves_outliers_out_of_the_activations():
     assert err_smoothed < err_plain / 2
 
 
-def test_quantize_model_swaps_every_linear_layer_but_the_lm_head(tiny_llama_dir):
+def test_quantize_model_swaps_every_linear_layer_and_refines_the_lm_head(tiny_llama_dir):
     engine = make_engine(tiny_llama_dir, quantization="int8")
     model = engine.executor.runner.model
-    linears = {
-        name: type(m).__name__ for name, m in model.named_modules() if isinstance(m, Linear | Int8Linear)
-    }
-    assert linears.pop("lm_head") == "Linear"
-    assert set(linears.values()) == {"Int8Linear"} and len(linears) == 4 * 2  # 4 per layer, 2 layers
+    assert not any(isinstance(m, Linear) for m in model.modules())
+    assert isinstance(model.lm_head, RefinedInt8Linear)
+    assert sum(isinstance(m, Int8Linear) for m in model.layers.modules()) == 4 * 2  # 4 per layer, 2 layers
     assert all(m.inv_smooth is not None for m in model.modules() if isinstance(m, Int8Linear))  # calibrated
     with pytest.raises(ValueError, match="quantization"):
         quantize_model(model, "int3")
+
+
+def test_the_refined_lm_head_is_exact_on_each_rows_top_k_and_int8_elsewhere():
+    layer = float_layer(64, 500)
+    x = torch.randn(3, 64)
+    head = RefinedInt8Linear(layer.weight_t, x.abs().amax(dim=0), top_k=16)
+    got, exact, approx = head(x), layer(x), head.int8(x)
+    top = approx.topk(16, dim=1).indices
+    torch.testing.assert_close(got.gather(1, top), exact.gather(1, top), rtol=1e-5, atol=1e-5)
+    rest = torch.ones_like(got, dtype=torch.bool).scatter_(1, top, False)
+    assert torch.equal(got[rest], approx[rest])
+    assert torch.equal(got.argmax(1), exact.argmax(1))
 
 
 def test_calibrate_records_every_linear_layers_input_range():
