@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
         help_text = f"default {full} ({quick} with --quick)"
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=help_text)
     p.add_argument("--model", help="model directory (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--quantization", choices=("int8",), help="the base model's linear layers (default: float32)"
+    )
     p.add_argument("--adapter-dir", help="keep the generated adapters here (default: a temp dir)")
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
@@ -179,6 +182,7 @@ def main() -> None:
             max_loras=num_adapters,
             max_lora_rank=max(args.ranks),
             max_cpu_loras=num_adapters,
+            quantization=args.quantization,
         )
         load_times, names = [], []
         for path in paths:
@@ -192,7 +196,11 @@ def main() -> None:
     section = report(args, walls, load_times, prompts, outputs)
     print("\n" + section)
     if args.write_results:
-        write_results("lora", section, args.quick)
+        name = "lora" if args.quantization is None else f"lora-{args.quantization}"
+        section = (
+            f"Base model linear layers: {args.quantization}.\n\n" if args.quantization else ""
+        ) + section
+        write_results(name, section, args.quick)
         print("\nwrote bench/RESULTS.md")
 
 

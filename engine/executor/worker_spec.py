@@ -11,6 +11,7 @@ import torch
 
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.engine.model_runner import ModelRunner
+from loomlm.engine.models.linear_kernels import choose_linear_kernels
 from loomlm.engine.models.loader import load_model
 from loomlm.engine.models.quantized import calibrate, calibration_input, quantize_model
 from loomlm.engine.parallel.group import TPGroup
@@ -73,4 +74,6 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             calibrate(model, lambda: runner.execute(calibration_input(ids, spec.block_size))) if ids else None
         )
         quantize_model(model, spec.quantization, absmax)
+    else:
+        choose_linear_kernels(model, device, dtype)
     return runner

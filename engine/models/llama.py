@@ -44,17 +44,32 @@ class RMSNorm(nn.Module):
 class Linear(nn.Module):
     """``x @ W^T + b`` with W stored transposed, ``weight_t`` ``[in, out]`` contiguous. For the few
     rows of a decode step MKL streams a DRAM-resident weight ~1.5x faster in this layout than in
-    nn.Linear's ``[out, in]`` (measured on this project's CPU), and no slower for large batches."""
+    nn.Linear's ``[out, in]`` (measured on this project's CPU), and no slower for large batches.
+    Where oneDNN's prepacked GEMM measures faster (`linear_kernels.choose_linear_kernels`) the layer
+    runs that instead, on a packed copy that replaces ``weight_t``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
         self.weight_t = nn.Parameter(torch.empty(in_features, out_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [num_tokens, in_features]
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return self.plain_forward(x)
+
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is None:
             return torch.mm(x, self.weight_t)
         return torch.addmm(self.bias, x, self.weight_t)
+
+    def use_packed(self, packed: torch.Tensor) -> None:
+        """Run on oneDNN's prepacked ``packed`` from now on; the ``[in, out]`` copy is released
+        (a one-element stand-in keeps its shape, for whoever sizes things by it)."""
+        self.packed = packed
+        shape = self.weight_t.shape
+        self.weight_t = nn.Parameter(torch.zeros(1).expand(shape), requires_grad=False)
 
 
 class RotaryEmbedding(nn.Module):
