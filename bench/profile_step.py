@@ -68,6 +68,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats: a smoke test")
     p.add_argument(
+        "--label", help="record under profile_step-LABEL (e.g. after), keeping the earlier section"
+    )
+    p.add_argument(
         "--write-results", action="store_true", help="replace the profile_step section of RESULTS.md"
     )
     args = p.parse_args()
@@ -270,7 +273,7 @@ def main() -> None:
     section = report(args, roofs, tables, load_s)
     print("\n" + section)
     if args.write_results:
-        write_results("profile_step", section, args.quick)
+        write_results("profile_step" + (f"-{args.label}" if args.label else ""), section, args.quick)
         print("\nwrote bench/RESULTS.md")
 
 

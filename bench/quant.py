@@ -128,7 +128,7 @@ def batched_rate(llm: LLM, prompts: list[list[int]], tokens: int) -> float:
 
 def modes() -> dict[str, tuple[dict, str]]:
     found = {
-        "fp32": ({}, "torch.mm float32 (MKL)"),
+        "fp32": ({}, "float32"),
         "int8": (
             {"quantization": "int8"},
             "torch._int_mm int8 (oneDNN), per-token activations, SmoothQuant; LM head int8 + exact top-64",
@@ -137,6 +137,15 @@ def modes() -> dict[str, tuple[dict, str]]:
     if "avx512_bf16" in Path("/proc/cpuinfo").read_text():
         found["bf16"] = ({"dtype": "bfloat16"}, "torch.mm bfloat16 (oneDNN, AVX-512 BF16)")
     return found
+
+
+def float_kernels(llm: LLM, dtype: str) -> str:
+    """Which GEMM the engine chose for its float linear layers (per shape, at load)."""
+    from loomlm.engine.models.llama import Linear
+
+    layers = [m for m in llm.engine.executor.runner.model.modules() if isinstance(m, Linear)]
+    packed = sum(m.packed is not None for m in layers)
+    return f"{dtype}: oneDNN prepacked on {packed} of {len(layers)} layers, torch.mm (MKL) on the rest"
 
 
 def parse_args() -> argparse.Namespace:
@@ -161,6 +170,7 @@ def main() -> None:
     configs = modes()
     engines = {name: LLM(max_num_seqs=args.requests, **options) for name, (options, _) in configs.items()}
     kernels = {name: kernel for name, (_, kernel) in configs.items()}
+    kernels["fp32"] = float_kernels(engines["fp32"], "float32")
     tokenizer = engines["fp32"].tokenizer
     held = held_ids(tokenizer, args.ppl_tokens)
     logits_of = {name: (lambda ids, llm=llm: window_logits(llm, ids)) for name, llm in engines.items()}
