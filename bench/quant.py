@@ -135,7 +135,7 @@ def modes() -> dict[str, tuple[dict, str]]:
         ),
     }
     if "avx512_bf16" in Path("/proc/cpuinfo").read_text():
-        found["bf16"] = ({"dtype": "bfloat16"}, "torch.mm bfloat16 (oneDNN, AVX-512 BF16)")
+        found["bf16"] = ({"dtype": "bfloat16"}, "bfloat16")
     return found
 
 
@@ -171,6 +171,8 @@ def main() -> None:
     engines = {name: LLM(max_num_seqs=args.requests, **options) for name, (options, _) in configs.items()}
     kernels = {name: kernel for name, (_, kernel) in configs.items()}
     kernels["fp32"] = float_kernels(engines["fp32"], "float32")
+    if "bf16" in engines:
+        kernels["bf16"] = float_kernels(engines["bf16"], "bfloat16")
     tokenizer = engines["fp32"].tokenizer
     held = held_ids(tokenizer, args.ppl_tokens)
     logits_of = {name: (lambda ids, llm=llm: window_logits(llm, ids)) for name, llm in engines.items()}

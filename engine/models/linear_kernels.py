@@ -1,4 +1,5 @@
-"""Which GEMM runs the float32 linear layers on the CPU, chosen per machine when a rank loads.
+"""Which GEMM runs the float32 and bfloat16 linear layers on the CPU, chosen per machine when a
+rank loads.
 
 Candidates: ``torch.mm`` on the ``[in, out]`` weight (MKL), and oneDNN's linear on a weight
 prepacked into its blocked layout (``torch.ops.mkldnn``: what torch.compile's CPU weight freezing
@@ -31,9 +32,10 @@ def onednn_available() -> bool:
 def choose_linear_kernels(
     model: nn.Module, device: torch.device, dtype: torch.dtype
 ) -> dict[tuple[int, int], str]:
-    """Time both kernels per distinct ``(in, out)`` of the model's float32 `Linear` layers and switch
-    the layers where oneDNN wins. Returns the choice per shape (empty off the CPU or for other dtypes)."""
-    if device.type != "cpu" or dtype != torch.float32 or not onednn_available():
+    """Time both kernels per distinct ``(in, out)`` of the model's `Linear` layers (float32 or
+    bfloat16) and switch the layers where oneDNN wins. Returns the choice per shape (empty off the
+    CPU or for other dtypes)."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not onednn_available():
         return {}
     by_shape: dict[tuple[int, int], list[Linear]] = {}
     for module in model.modules():
@@ -44,8 +46,8 @@ def choose_linear_kernels(
         sample = layers[0]
         packed = pack_weight(sample.weight_t)
         dnn = functools.partial(onednn_linear, packed=packed, bias=sample.bias)
-        mm_s = sum(_time(sample.plain_forward, shape[0], rows) for rows in _PROBE_ROWS)
-        dnn_s = sum(_time(dnn, shape[0], rows) for rows in _PROBE_ROWS)
+        mm_s = sum(_time(sample.plain_forward, shape[0], rows, dtype) for rows in _PROBE_ROWS)
+        dnn_s = sum(_time(dnn, shape[0], rows, dtype) for rows in _PROBE_ROWS)
         choices[shape] = "onednn" if dnn_s * _MIN_SPEEDUP < mm_s else "torch.mm"
         if choices[shape] == "onednn":
             for layer in layers:
@@ -62,8 +64,8 @@ def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def _time(fn, in_features: int, rows: int, repeats: int = 5) -> float:
-    x = torch.randn(rows, in_features)
+def _time(fn, in_features: int, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    x = torch.randn(rows, in_features, dtype=dtype)
     with torch.inference_mode():
         fn(x)  # warm-up: first-call dispatch and primitive creation
         times = []
