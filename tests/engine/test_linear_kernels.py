@@ -4,6 +4,7 @@ its float copy."""
 
 import pytest
 import torch
+from layer_support import float_layer
 
 from loomlm.engine.models import linear_kernels
 from loomlm.engine.models.linear_kernels import (
@@ -12,25 +13,14 @@ from loomlm.engine.models.linear_kernels import (
     onednn_linear,
     pack_weight,
 )
-from loomlm.engine.models.llama import Linear
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
-
-
-def layer(in_features, out_features, bias=False, seed=0) -> Linear:
-    torch.manual_seed(seed)
-    module = Linear(in_features, out_features, bias=bias)
-    with torch.no_grad():
-        module.weight_t.normal_(0, 0.05)
-        if bias:
-            module.bias.normal_(0, 0.1)
-    return module
 
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 5, 64])
 def test_onednn_matches_torch_mm(bias, rows):
-    module = layer(96, 200, bias)
+    module = float_layer(96, 200, bias)
     x = torch.randn(rows, 96)
     expected = module(x)
     torch.testing.assert_close(onednn_linear(x, pack_weight(module.weight_t), module.bias), expected)
@@ -41,7 +31,7 @@ def test_onednn_matches_torch_mm(bias, rows):
 
 @pytest.mark.parametrize(("mm_s", "dnn_s", "expected"), [(1.0, 0.5, "onednn"), (1.0, 0.95, "torch.mm")])
 def test_each_shape_takes_the_kernel_measured_faster(monkeypatch, mm_s, dnn_s, expected):
-    model = torch.nn.Sequential(layer(32, 64), layer(64, 32, seed=1), layer(32, 64, seed=2))
+    model = torch.nn.Sequential(float_layer(32, 64), float_layer(64, 32, seed=1), float_layer(32, 64, seed=2))
     x = torch.randn(3, 32)
     before = model(x)
     monkeypatch.setattr(linear_kernels, "_time", lambda fn, *a: dnn_s if hasattr(fn, "keywords") else mm_s)
@@ -52,7 +42,7 @@ def test_each_shape_takes_the_kernel_measured_faster(monkeypatch, mm_s, dnn_s, e
 
 
 def test_nothing_is_chosen_off_the_cpu_or_for_other_dtypes():
-    model = torch.nn.Sequential(layer(8, 8))
+    model = torch.nn.Sequential(float_layer(8, 8))
     assert choose_linear_kernels(model, torch.device("cpu"), torch.float16) == {}
     assert choose_linear_kernels(model, torch.device("meta"), torch.float32) == {}
     assert model[0].packed is None

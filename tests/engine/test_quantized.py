@@ -5,22 +5,13 @@ calibration; and LoRA on the int8 base follows PEFT on the float base."""
 
 import pytest
 import torch
+from layer_support import float_layer
 
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.models.llama import Linear
 from loomlm.engine.models.quantized import Int8Linear, RefinedInt8Linear, calibrate, quantize_model
 from loomlm.engine.sampling_params import SamplingParams
-
-
-def float_layer(in_features=64, out_features=48, bias=False, seed=0) -> Linear:
-    torch.manual_seed(seed)
-    layer = Linear(in_features, out_features, bias=bias)
-    with torch.no_grad():
-        layer.weight_t.normal_(0, 0.05)
-        if bias:
-            layer.bias.normal_(0, 0.1)
-    return layer
 
 
 def quantized_input(x, inv_smooth):

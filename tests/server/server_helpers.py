@@ -93,3 +93,13 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float) -> l
             pass  # not listening yet
         time.sleep(0.05)
     raise AssertionError(f"the server did not start serving within {timeout} s")
+
+
+def assert_drained_after_sigterm(late, health, outcomes, process) -> None:
+    """After SIGTERM under load: a late request got 503 shutting_down, /health said draining, every
+    client completed or failed cleanly (some were aborted at the drain timeout), and the server exited 0."""
+    assert late.status_code == 503 and late.json()["error"]["code"] == "shutting_down"
+    assert health.status_code == 503 and health.json()["status"] == "draining"
+    assert all(o == "completed" or o.startswith("failed") for o in outcomes), outcomes
+    assert any(o.startswith("failed") for o in outcomes), "nothing was left to abort"
+    assert process.wait(timeout=30) == 0
