@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -103,3 +105,22 @@ def assert_drained_after_sigterm(late, health, outcomes, process) -> None:
     assert all(o == "completed" or o.startswith("failed") for o in outcomes), outcomes
     assert any(o.startswith("failed") for o in outcomes), "nothing was left to abort"
     assert process.wait(timeout=30) == 0
+
+
+def start_serve_model(model_dir, log_path, *args: str):
+    """``serve_model.py MODEL PORT *args`` as a subprocess logging to ``log_path``: (process, url).
+    The caller waits for it (`wait_until_serving`) and kills it if it is still running at the end."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("serve_model.py")),
+                str(model_dir),
+                str(port),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return process, f"http://127.0.0.1:{port}"

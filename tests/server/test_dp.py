@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,8 +25,8 @@ from server_helpers import (
     LORA_OPTIONS,
     ServerThread,
     assert_drained_after_sigterm,
-    free_port,
     run,
+    start_serve_model,
     wait_until_serving,
 )
 
@@ -234,15 +232,8 @@ def _waiting_per_engine(text: str) -> dict[str, float]:
 
 
 def test_sigterm_drains_both_replicas_and_exits_0(tiny_llama_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "serve_model.py"), str(tiny_llama_dir), str(port), "1.0", "2"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process, url = start_serve_model(tiny_llama_dir, log_path, "1.0", "2")
     try:
         wait_until_serving(url, process, timeout=120)
 

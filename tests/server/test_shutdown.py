@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from server_helpers import assert_drained_after_sigterm, free_port, metric, wait_until_serving
+from server_helpers import (
+    assert_drained_after_sigterm,
+    free_port,
+    metric,
+    start_serve_model,
+    wait_until_serving,
+)
 from uvicorn.server import STARTUP_FAILURE
 
 HERE = Path(__file__).parent
@@ -40,15 +44,8 @@ async def one_stream(client: openai.AsyncOpenAI, i: int) -> str:
 
 
 def test_sigterm_under_load_drains_and_exits_0(tiny_llama_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "serve_model.py"), str(tiny_llama_dir), str(port), "1.5"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process, url = start_serve_model(tiny_llama_dir, log_path, "1.5")
     try:
         wait_until_serving(url, process, timeout=120)
 
