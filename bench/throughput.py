@@ -97,6 +97,9 @@ def parse_args() -> argparse.Namespace:
         "--grid", action="store_true", help="run the workload grid instead of the default workload"
     )
     p.add_argument("--hf-sort", action="store_true", help="batch HF requests sorted by prompt length")
+    p.add_argument(
+        "--single", action="store_true", help="only batch-1 decode and prefill, the two sides interleaved"
+    )
     p.add_argument("--skip-hf", action="store_true", help="measure loomlm only")
     p.add_argument("--quick", action="store_true", help="tiny workload for smoke testing")
     p.add_argument("--seed", type=int, default=0)
@@ -145,6 +148,32 @@ def single_prompt(args, ids, run_one) -> dict[str, float]:
         decode_name: statistics.median(decode),
         f"prefill tok/s ({args.prefill_len}-token prompt)": statistics.median(prefill),
     }
+
+
+def single_report(args, llm: LLM, hf, ids: list[int]) -> str:
+    """Batch-1 decode and prefill, loomlm and HF alternating round by round (the same prompts each
+    round), medians over ``--repeats`` rounds, as a table of ratios."""
+    one_round = argparse.Namespace(**{**vars(args), "repeats": 1})
+    rounds: dict[str, dict[str, list[float]]] = {"loomlm": {}, "hf": {}}
+    for round_index in range(args.repeats):
+        sides = [
+            ("loomlm", lambda p, n: loom_run(llm, [p], [n])),
+            ("hf", lambda p, n: timed(lambda: hf.batch([p], n))),
+        ]
+        for side, run_one in sides if round_index % 2 == 0 else sides[::-1]:
+            for metric, value in single_prompt(one_round, ids, run_one).items():
+                rounds[side].setdefault(metric, []).append(value)
+    lines = [
+        f"- {cpu_model()}; torch threads {torch.get_num_threads()}; float32; greedy; "
+        f"{args.repeats} rounds, sides alternating",
+        "",
+        "| metric | loomlm | HF transformers | loomlm / HF |",
+        "|---|---:|---:|---:|",
+    ]
+    for metric, values in rounds["loomlm"].items():
+        ours, theirs = statistics.median(values), statistics.median(rounds["hf"][metric])
+        lines.append(f"| {metric} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x |")
+    return "\n".join(lines)
 
 
 def run_loomlm(args, ids: list[int], llm: LLM) -> tuple[dict[str, float], dict]:
@@ -214,7 +243,9 @@ def main() -> None:
     hf = None if args.skip_hf else HF()
     print(f"torch threads {torch.get_num_threads()}; HF batch sizes {args.hf_batch_sizes}", flush=True)
     warm_up(llm, hf, ids, args.seed)
-    if args.grid:
+    if args.single and hf is not None:
+        section, name = single_report(args, llm, hf, ids), "throughput_single"
+    elif args.grid:
         cells = run_grid(args, llm, hf, ids)
         lines = [
             *header(args, llm.engine.stats(), hf is None),
