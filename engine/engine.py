@@ -81,7 +81,8 @@ class LLMEngine:
             max_loras=lora.max_loras if lora.enable else 0,
             max_lora_rank=lora.max_lora_rank if lora.enable else 0,
             quantization=config.quantization,
-            calibration_ids=tuple(self.tokenizer(CALIBRATION_TEXT)["input_ids"])
+            # At most one context of the model: positions past it have no rotary entry.
+            calibration_ids=tuple(self.tokenizer(CALIBRATION_TEXT)["input_ids"][:max_model_len])
             if config.quantization
             else (),
         )

@@ -127,3 +127,13 @@ def test_quantization_needs_the_cpu_and_float32():
         EngineConfig(quantization="int8", dtype="bfloat16")
     with pytest.raises(ValueError, match="quantization must be"):
         EngineConfig(quantization="int4")
+
+
+def test_calibration_fits_a_model_whose_context_is_shorter_than_the_calibration_text(tiny_llama_dir):
+    # The tiny model has 512 positions; the calibration text is longer and the step budget is 2048.
+    engine = LLMEngine(EngineConfig(model=str(tiny_llama_dir), quantization="int8"))
+    engine.add_request("Hello", SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    outputs = []
+    while engine.has_unfinished_requests():
+        outputs += engine.step(only_finished=True)
+    assert len(outputs[0].outputs[0].token_ids) == 4
