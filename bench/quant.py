@@ -35,8 +35,9 @@ import torch
 from bench_common import cpu_model, passage_ids, write_results
 
 from loomlm import LLM, SamplingParams
+from loomlm.engine.dtype_choice import cpu_flags
+from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_files import _extract_gguf
-from loomlm.engine.outputs import ModelInput
 
 HELD_MODULES = "argparse logging threading json asyncio email decimal fractions statistics enum functools"
 WINDOW = 512
@@ -51,21 +52,7 @@ def held_ids(tokenizer, count: int) -> list[int]:
 def window_logits(llm: LLM, ids: list[int]) -> torch.Tensor:
     """Logits of every position of ``ids`` (one sequence, one chunk), through the engine's runner."""
     runner = llm.engine.executor.runner
-    block_size, n = runner.block_size, len(ids)
-    num_blocks = -(-n // block_size)
-    positions = np.arange(n, dtype=np.int64)
-    model_input = ModelInput(
-        input_ids=np.asarray(ids, dtype=np.int64),
-        positions=positions,
-        slot_mapping=positions.copy(),
-        block_tables=np.arange(num_blocks, dtype=np.int32)[None, :],
-        seq_lens=np.asarray([n], dtype=np.int32),
-        query_start_loc=np.asarray([0, n], dtype=np.int32),
-        max_query_len=n,
-        max_seq_len=n,
-        logits_indices=positions.copy(),
-    )
-    return runner.execute(model_input).double()
+    return runner.execute(single_sequence_input(ids, runner.block_size, all_logits=True)).double()
 
 
 def quality(logits_of, ids: list[int]) -> tuple[float, list[torch.Tensor]]:
@@ -134,7 +121,7 @@ def modes() -> dict[str, tuple[dict, str]]:
             "torch._int_mm int8 (oneDNN), per-token activations, SmoothQuant; LM head int8 + exact top-64",
         ),
     }
-    if "avx512_bf16" in Path("/proc/cpuinfo").read_text():
+    if "avx512_bf16" in cpu_flags():
         found["bf16"] = ({"dtype": "bfloat16"}, "bfloat16")
     return found
 

@@ -9,11 +9,11 @@ and parity checks use float32."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from loomlm.engine.probe import median_seconds
 
 # A decode batch through an MLP-sized projection; bf16 must beat float32 by this factor to be picked.
 _PROBE_SHAPE = (64, 576, 1536)
@@ -50,14 +50,7 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def _time_matmul(dtype: torch.dtype, repeats: int = 5) -> float:
+def _time_matmul(dtype: torch.dtype) -> float:
     rows, inner, cols = _PROBE_SHAPE
     x, w = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
-    torch.mm(x, w)  # warm-up: first-call dispatch and kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(4):
-            torch.mm(x, w)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: torch.mm(x, w))

@@ -93,3 +93,22 @@ class InputBuilder:
         )
         order = np.argsort(slots, kind="stable")
         return [chunks[i] for i in order], order
+
+
+def single_sequence_input(token_ids: list[int], block_size: int, all_logits: bool = False) -> ModelInput:
+    """One sequence computed whole from KV slot 0 on (blocks 0, 1, ...), outside the scheduler: the
+    load-time calibration (the pool is still free) and the perplexity bench. Logits rows: the last
+    position, or every position with ``all_logits``."""
+    n = len(token_ids)
+    positions = np.arange(n, dtype=np.int64)
+    return ModelInput(
+        input_ids=np.asarray(token_ids, dtype=np.int64),
+        positions=positions,
+        slot_mapping=positions.copy(),
+        block_tables=np.arange(-(-n // block_size), dtype=np.int32)[None, :],
+        seq_lens=np.asarray([n], dtype=np.int32),
+        query_start_loc=np.asarray([0, n], dtype=np.int32),
+        max_query_len=n,
+        max_seq_len=n,
+        logits_indices=positions.copy() if all_logits else positions[-1:].copy(),
+    )

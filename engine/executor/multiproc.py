@@ -66,7 +66,7 @@ class MultiProcExecutor:
             self._conns.append(parent)
             self._procs.append(proc)
         started = time.perf_counter()
-        self.worker_pids = self._call_all(("ready",), parallel.startup_timeout_s, send=False)
+        self.worker_pids = self.call_all(("ready",), parallel.startup_timeout_s, send=False)
         logger.info(
             "%d tensor-parallel workers ready in %.1f s (%d torch threads each)",
             self.world_size,
@@ -79,8 +79,7 @@ class MultiProcExecutor:
 
     # -- the seam -------------------------------------------------------------------------------
     def execute(self, model_input: ModelInput) -> torch.Tensor:
-        where = self._buffers.write_step(model_input) if self._failure is None else 0
-        rows = self._call_all(("step", where), self._step_timeout_s)[0]
+        rows = self.call_all(("step", self._buffers.write_step(model_input)), self._step_timeout_s)[0]
         logits = self._buffers.logits_rows(rows)
         return logits if self._device.type == "cpu" else logits.to(self._device)
 
@@ -94,7 +93,7 @@ class MultiProcExecutor:
         return self._failure is None and not wait([proc.sentinel for proc in self._procs], timeout=0)
 
     # -- talking to the workers -----------------------------------------------------------------
-    def _call_all(self, command: tuple, timeout_s: float, *, send: bool = True) -> list[Any]:
+    def call_all(self, command: tuple, timeout_s: float, *, send: bool = True) -> list[Any]:
         """Send ``command`` to every rank and return their replies in rank order."""
         if self._failure is not None:
             raise ExecutorError(f"the tensor-parallel workers have failed: {self._failure}")
@@ -160,13 +159,13 @@ class _WorkerLoRASlots:
 
     def write_slot(self, slot: int, adapter: LoRAAdapter) -> None:
         # A plain dict pickles (the adapter's read-only mapping view does not).
-        self._executor._call_all(
+        self._executor.call_all(
             ("write_slot", slot, replace(adapter, weights=dict(adapter.weights))),
             self._executor._step_timeout_s,
         )
 
     def clear_slot(self, slot: int) -> None:
-        self._executor._call_all(("clear_slot", slot), self._executor._step_timeout_s)
+        self._executor.call_all(("clear_slot", slot), self._executor._step_timeout_s)
 
 
 def _stop_workers(procs: list[Any], conns: list[Connection], store_dir: str) -> None:

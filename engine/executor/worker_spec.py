@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from loomlm.adapters.layers import LoRAModelWeights
+from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.linear_kernels import choose_linear_kernels
 from loomlm.engine.models.loader import load_model
-from loomlm.engine.models.quantized import calibrate, calibration_input, quantize_model
+from loomlm.engine.models.quantized import calibrate, quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
 
@@ -71,7 +72,9 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         capacity = min(spec.num_blocks * spec.block_size, spec.max_num_batched_tokens)
         ids = list(spec.calibration_ids[:capacity])
         absmax = (
-            calibrate(model, lambda: runner.execute(calibration_input(ids, spec.block_size))) if ids else None
+            calibrate(model, lambda: runner.execute(single_sequence_input(ids, spec.block_size)))
+            if ids
+            else None
         )
         quantize_model(model, spec.quantization, absmax)
     else:

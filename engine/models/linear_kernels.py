@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from loomlm.engine.models.llama import Linear
+from loomlm.engine.probe import median_seconds
 
 logger = logging.getLogger(__name__)
 _PROBE_ROWS = (1, 32)
@@ -64,13 +63,7 @@ def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def _time(fn, in_features: int, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+def _time(fn, in_features: int, rows: int, dtype: torch.dtype) -> float:
     x = torch.randn(rows, in_features, dtype=dtype)
     with torch.inference_mode():
-        fn(x)  # warm-up: first-call dispatch and primitive creation
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return median_seconds(lambda: fn(x))

@@ -19,12 +19,10 @@ output as on a float layer."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from loomlm.engine.models.llama import Linear
-from loomlm.engine.outputs import ModelInput
 
 QUANTIZATION_MODES = ("int8",)
 REFINED_LAYERS = ("lm_head",)
@@ -131,20 +129,3 @@ def quantize_model(model: nn.Module, mode: str, input_absmax: dict[str, torch.Te
         else:
             setattr(parent, child, Int8Linear(module.weight_t, module.bias, absmax))
     return len(targets)
-
-
-def calibration_input(token_ids: list[int], block_size: int) -> ModelInput:
-    """A one-sequence `ModelInput` over ``token_ids`` from KV slot 0 on (the blocks are free at load)."""
-    n = len(token_ids)
-    positions = np.arange(n, dtype=np.int64)
-    return ModelInput(
-        input_ids=np.asarray(token_ids, dtype=np.int64),
-        positions=positions,
-        slot_mapping=positions.copy(),
-        block_tables=np.arange(-(-n // block_size), dtype=np.int32)[None, :],
-        seq_lens=np.asarray([n], dtype=np.int32),
-        query_start_loc=np.asarray([0, n], dtype=np.int32),
-        max_query_len=n,
-        max_seq_len=n,
-        logits_indices=positions[-1:].copy(),
-    )

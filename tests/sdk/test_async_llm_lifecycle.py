@@ -192,9 +192,20 @@ def test_a_full_queue_refuses_and_shutdown_aborts_what_is_in_flight(make_llm):
     assert run(llm.stats())["kv_cache_usage"] == 0.0
 
 
-def test_the_engine_thread_sleeps_when_idle(llm):
+def test_the_engine_thread_sleeps_when_idle(llm, monkeypatch):
     run(llm.generate("warm up", GREEDY))
-    time.sleep(0.3)  # torch's worker threads may spin briefly after a forward
-    before = time.process_time()
+    time.sleep(0.3)  # the thread finishes its last loop turn and waits
+    engine, checks = llm.engine, []
+    has_work = engine.has_unfinished_requests
+
+    def counted() -> bool:
+        checks.append(1)
+        return has_work()
+
+    monkeypatch.setattr(engine, "has_unfinished_requests", counted)
     time.sleep(0.5)
-    assert time.process_time() - before < 0.02  # idle: ~0.0002 s; polling every 0.1 ms: ~0.07 s
+    # Asleep on its condition, the thread looks at nothing; a polling loop would check for work
+    # thousands of times in half a second.
+    assert not checks
+    run(llm.generate("wakes it", GREEDY))
+    assert checks  # the counter does see the thread's checks once there is work
