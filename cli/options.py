@@ -144,8 +144,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--quantization",
-        choices=("int8",),
-        help="int8 linear layers (CPU, float32 activations; see bench/quant.py) (default: none)",
+        choices=("int8", "int4", "q8_0"),
+        help="quantized linear layers (CPU, float32 activations): int8 (per-channel weights, per-token "
+        "activations), int4 (GGUF Q4_1 blocks, Q8_0 LM head; the default model's own blocks), q8_0; "
+        "see bench/quant.py (default: none)",
     )
     g.add_argument(
         "--grammar-backend",

@@ -10,6 +10,8 @@ from loomlm.grammar.compiler import CompilerConfig
 
 SchedulingPolicy = Literal["fcfs", "priority"]
 
+QUANTIZATION_MODES = (None, "int8", "int4", "q8_0")
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -140,8 +142,9 @@ class EngineConfig:
     model: str | None = None  # local HF directory; None selects the default SmolLM2-135M-Instruct
     device: str = "cpu"
     dtype: str = "float32"
-    # Linear layers' weights: None (the dtype's) or "int8" (per-channel int8 weights, dynamic int8
-    # activations; CPU, float32). See loomlm.engine.models.quantized.
+    # Linear layers' weights (CPU, float32 activations): None (the dtype's); "int8" (per-channel
+    # int8 weights, per-token int8 activations: loomlm.engine.models.quantized); "int4" (Q4_1
+    # blocks, Q8_0 LM head) or "q8_0" (Q8_0 blocks): loomlm.engine.models.block_quant.
     quantization: str | None = None
     seed: int | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -167,8 +170,8 @@ class EngineConfig:
             f"got {self.dtype!r}",
         )
         _require(
-            self.quantization in (None, "int8"),
-            f"quantization must be None or 'int8', got {self.quantization!r}",
+            self.quantization in QUANTIZATION_MODES,
+            f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}",
         )
         _require(
             self.quantization is None or (self.device == "cpu" and self.dtype in ("float32", "auto")),

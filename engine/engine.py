@@ -83,7 +83,7 @@ class LLMEngine:
             quantization=config.quantization,
             # At most one context of the model: positions past it have no rotary entry.
             calibration_ids=tuple(self.tokenizer(CALIBRATION_TEXT)["input_ids"][:max_model_len])
-            if config.quantization
+            if config.quantization == "int8"
             else (),
         )
         self.executor = make_executor(

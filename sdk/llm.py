@@ -76,7 +76,9 @@ class LLM(ToolCallsAPI):
         ``grammar`` sets outlines-core compilation (workers, time limit, caches); by default
         grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``).
         ``quantization="int8"``: int8 linear layers (per-channel weights, dynamic activations; CPU,
-        float32), several times faster, at a small quality cost (bench/quant.py).
+        float32); ``"int4"``: GGUF Q4_1 blocks with a Q8_0 LM head (the default model runs its
+        GGUF's own blocks, as llama.cpp does); ``"q8_0"``: Q8_0 blocks. Faster, at a small quality
+        cost (bench/quant.py).
         ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
         ``distributed_executor_backend="mp"``, the default for more than one); a script that uses
         it must guard its entry point with ``if __name__ == "__main__":`` (workers are spawned)."""

@@ -12,6 +12,8 @@ import torch
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_runner import ModelRunner
+from loomlm.engine.models.block_quant import BLOCK_MODES, quantize_blocks
+from loomlm.engine.models.gguf_blocks import read_default_blocks
 from loomlm.engine.models.linear_kernels import choose_linear_kernels
 from loomlm.engine.models.loader import load_model
 from loomlm.engine.models.quantized import calibrate, quantize_model
@@ -66,7 +68,11 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         device=device,
         lora_weights=lora_weights,
     )
-    if spec.quantization is not None:
+    if spec.quantization in BLOCK_MODES:
+        # The default model's GGUF blocks as they are; a shard, or another model, quantizes its floats.
+        source = read_default_blocks(Path(spec.model_dir), arch) if tp.world_size == 1 else None
+        quantize_blocks(model, spec.quantization, source)
+    elif spec.quantization is not None:
         # Calibrate on the float model (every rank together: the forward has collectives), then
         # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.
         capacity = min(spec.num_blocks * spec.block_size, spec.max_num_batched_tokens)

@@ -126,7 +126,7 @@ def test_quantization_needs_the_cpu_and_float32():
     with pytest.raises(ValueError, match="float32"):
         EngineConfig(quantization="int8", dtype="bfloat16")
     with pytest.raises(ValueError, match="quantization must be"):
-        EngineConfig(quantization="int4")
+        EngineConfig(quantization="int3")
 
 
 def test_calibration_fits_a_model_whose_context_is_shorter_than_the_calibration_text(tiny_llama_dir):

@@ -1,0 +1,44 @@
+// Block-quantized linear kernels on the CPU (GGUF's Q4_1 and Q8_0 weights, repacked), over raw
+// pointers. The torch-facing wrappers and the threading live in ops.cpp; the same math is written
+// out in torch in loomlm/kernels/quant_linear.py (`*_ref`), which the tests compare against.
+//
+// Packed layouts (built from GGUF blocks by quant_linear.pack_*; K padded to whole block pairs):
+//   Q4_1: qs [N, K/2] bytes, per pair of blocks 32 bytes whose low nibbles are the pair's weights
+//         0-31 (the first block) and high nibbles 32-63 (the second); scales, mins [N, K/32] fp16.
+//   Q8_0: qs [N, K] int8; scales [N, K/32] fp16.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace loomlm {
+
+constexpr int64_t kBlock = 32;  // weights (and activations) per quantization block
+
+// Activations quantized per row and per 32-block: q = round_half_even(x / d), d = absmax / 127.
+struct QuantizedActivations {
+  const int8_t* q;      // [rows, K]
+  const float* scale;   // [rows, K / 32]: d
+  const float* sum;     // [rows, K / 32]: d * sum(q)  (Q4_1's min term)
+};
+
+struct PackedWeights {
+  const uint8_t* qs;
+  const uint16_t* scales;  // fp16 bits
+  const uint16_t* mins;    // fp16 bits (Q4_1 only)
+};
+
+// `simd` false: the scalar code even where the CPU has AVX-512 (the tests compare both paths).
+void quantize_activations(const float* x, int64_t rows, int64_t K, int8_t* q, float* scale, float* sum,
+                          bool simd);
+
+// out[m, n] for n in [n_begin, n_end), every m < rows; out's row stride is N.
+void q4_1_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K,
+                      int64_t N, int64_t n_begin, int64_t n_end, float* out, bool simd);
+void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K,
+                      int64_t N, int64_t n_begin, int64_t n_end, float* out, bool simd);
+
+// The instruction set the kernels run on this CPU: "avx512_vnni" or "scalar".
+const char* kernel_isa(bool simd);
+
+}  // namespace loomlm

@@ -1,0 +1,31 @@
+"""Builds loomlm._C, the CPU kernels in csrc/ (block-quantized linear layers), against the installed
+torch. Install with ``pip install --no-build-isolation -e .`` after torch, so the extension is
+compiled for the torch it will load into. Without torch at build time (or on a non-x86 machine) the
+package installs without it and the int4 layers run their pure-torch reference (slow, exact)."""
+
+import platform
+import sys
+
+from setuptools import setup
+
+ext_modules, cmdclass = [], {}
+try:
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError:
+    print("loomlm: torch is not importable at build time; building without the CPU kernels", file=sys.stderr)
+else:
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # No -march=native: the AVX-512 code is compiled per function and chosen at run time.
+        # -fopenmp makes at::parallel_for (inline in ATen's headers) parallel; the runtime it binds
+        # is torch's own libgomp.so.1, already loaded under that soname, so there is one thread pool.
+        ext_modules = [
+            CppExtension(
+                "loomlm._C",
+                ["csrc/ops.cpp", "csrc/quant_kernels.cpp"],
+                extra_compile_args=["-O3", "-std=c++17", "-fopenmp"],
+                extra_link_args=["-fopenmp"],
+            )
+        ]
+        cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
+
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
