@@ -18,11 +18,12 @@ else:
         # No -march=native: the AVX-512 code is compiled per function and chosen at run time.
         # -fopenmp makes at::parallel_for (inline in ATen's headers) parallel; the runtime it binds
         # is torch's own libgomp.so.1, already loaded under that soname, so there is one thread pool.
+        # -ffp-contract=off: no fused multiply-adds the torch references do not make either.
         ext_modules = [
             CppExtension(
                 "loomlm._C",
-                ["csrc/ops.cpp", "csrc/quant_kernels.cpp"],
-                extra_compile_args=["-O3", "-std=c++17", "-fopenmp"],
+                ["csrc/ops.cpp", "csrc/quant_kernels.cpp", "csrc/model_ops.cpp"],
+                extra_compile_args=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"],
                 extra_link_args=["-fopenmp"],
             )
         ]

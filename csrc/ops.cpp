@@ -4,6 +4,9 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <vector>
+
+#include "model_ops.h"
 #include "quant_kernels.h"
 
 namespace {
@@ -56,13 +59,138 @@ torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const
   return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, simd);
 }
 
+void check_float_rows(const torch::Tensor& t, int64_t dim, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == dim && t.stride(dim - 1) == 1,
+              name, " must be a CPU float32 tensor of ", dim, " dims with unit stride on the last, got ",
+              t.scalar_type(), " ", t.sizes());
+}
+
+void check_cache(const torch::Tensor& cache, const char* name) {
+  check_float_rows(cache, 4, name);
+  TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
+                       const torch::Tensor& weight, double eps) {
+  check_float_rows(x, 2, "x");
+  const int64_t T = x.size(0), D = x.size(1);
+  TORCH_CHECK(weight.is_contiguous() && weight.numel() == D && weight.scalar_type() == torch::kFloat32,
+              "weight must be contiguous float32 [", D, "]");
+  float* res = nullptr;
+  if (residual.has_value()) {
+    check_float_rows(*residual, 2, "residual");
+    TORCH_CHECK(residual->is_contiguous() && residual->size(0) == T && residual->size(1) == D,
+                "residual must be contiguous [", T, ", ", D, "]");
+    res = residual->data_ptr<float>();
+  }
+  auto out = torch::empty({T, D}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, T, 64, [&](int64_t begin, int64_t end) {
+    loomlm::rms_norm_rows(xp, x.stride(0), res, w, static_cast<float>(eps), D, begin, end, o);
+  });
+  return out;
+}
+
+void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,
+                     int64_t k_head, int64_t kv_heads, const torch::Tensor& slot_mapping, torch::Tensor& key_cache,
+                     torch::Tensor& value_cache) {
+  check_float_rows(qkv, 2, "qkv");
+  check_cache(key_cache, "key_cache");
+  check_cache(value_cache, "value_cache");
+  const int64_t T = qkv.size(0), D = key_cache.size(3);
+  TORCH_CHECK(D % 2 == 0 && D <= 512, "head_dim must be even and at most 512, got ", D);
+  TORCH_CHECK(key_cache.sizes() == value_cache.sizes() && key_cache.size(2) == kv_heads, "cache shapes mismatch");
+  TORCH_CHECK(rot_heads <= k_head + kv_heads && (k_head + 2 * kv_heads) * D <= qkv.size(1),
+              "qkv has ", qkv.size(1), " columns, too few for the heads given");
+  for (const auto* t : {&cos, &sin}) {
+    check_float_rows(*t, 2, "cos/sin");
+    TORCH_CHECK(t->is_contiguous() && t->size(0) == T && t->size(1) == D, "cos/sin must be contiguous [", T, ", ", D, "]");
+  }
+  TORCH_CHECK(slot_mapping.scalar_type() == torch::kInt64 && slot_mapping.is_contiguous() && slot_mapping.numel() == T,
+              "slot_mapping must be contiguous int64 [", T, "]");
+  const int64_t* slots = slot_mapping.data_ptr<int64_t>();
+  const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
+  for (int64_t t = 0; t < T; ++t) TORCH_CHECK(slots[t] < num_slots, "slot ", slots[t], " is past the cache");
+  float* q = qkv.data_ptr<float>();
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    loomlm::rotary_store_rows(q, qkv.stride(0), rot_heads, D, cos.data_ptr<float>(), sin.data_ptr<float>(), k_head,
+                              kv_heads, slots, key_cache.data_ptr<float>(), value_cache.data_ptr<float>(), begin, end);
+  });
+}
+
+torch::Tensor silu_mul(const torch::Tensor& gate_up) {
+  check_float_rows(gate_up, 2, "gate_up");
+  TORCH_CHECK(gate_up.is_contiguous() && gate_up.size(1) % 2 == 0, "gate_up must be contiguous [T, 2 * I]");
+  const int64_t T = gate_up.size(0), I = gate_up.size(1) / 2;
+  auto out = torch::empty({T, I}, gate_up.options());
+  at::parallel_for(0, T, 8, [&](int64_t begin, int64_t end) {
+    loomlm::silu_mul_rows(gate_up.data_ptr<float>(), I, begin, end, out.data_ptr<float>());
+  });
+  return out;
+}
+
+torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key_cache,
+                               const torch::Tensor& value_cache, const torch::Tensor& block_tables,
+                               const torch::Tensor& seq_lens, double scale) {
+  check_float_rows(query, 3, "query");
+  check_cache(key_cache, "key_cache");
+  check_cache(value_cache, "value_cache");
+  const int64_t S = query.size(0), H = query.size(1), D = query.size(2);
+  const int64_t num_blocks = key_cache.size(0), block_size = key_cache.size(1), kv_heads = key_cache.size(2);
+  TORCH_CHECK(query.stride(1) == D && key_cache.size(3) == D && key_cache.sizes() == value_cache.sizes(),
+              "query [seqs, heads, head_dim] (heads contiguous) and the caches must agree on head_dim");
+  TORCH_CHECK(H % kv_heads == 0, "query heads ", H, " are not a multiple of kv heads ", kv_heads);
+  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && block_tables.is_contiguous() && block_tables.dim() == 2 &&
+                  block_tables.size(0) == S,
+              "block_tables must be contiguous int32 [", S, ", max_blocks]");
+  TORCH_CHECK(seq_lens.scalar_type() == torch::kInt32 && seq_lens.is_contiguous() && seq_lens.numel() == S,
+              "seq_lens must be contiguous int32 [", S, "]");
+  const int32_t* lens = seq_lens.data_ptr<int32_t>();
+  const int32_t* tables = block_tables.data_ptr<int32_t>();
+  const int64_t max_blocks = block_tables.size(1);
+  int64_t longest = 0;
+  for (int64_t s = 0; s < S; ++s) {  // every block a sequence reads must exist: no read past the cache
+    TORCH_CHECK(lens[s] > 0 && (lens[s] + block_size - 1) / block_size <= max_blocks, "seq_lens[", s, "] = ",
+                lens[s], " does not fit its block table");
+    for (int64_t b = 0; b < (lens[s] + block_size - 1) / block_size; ++b) {
+      const int32_t id = tables[s * max_blocks + b];
+      TORCH_CHECK(id >= 0 && id < num_blocks, "block ", id, " of sequence ", s, " is outside the cache");
+    }
+    longest = std::max<int64_t>(longest, lens[s]);
+  }
+  auto out = torch::empty({S, H, D}, query.options());
+  const int64_t group = H / kv_heads;
+  at::parallel_for(0, S * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(group * longest);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t s = item / kv_heads, kvh = item % kv_heads;
+      loomlm::decode_attention_item(query.data_ptr<float>() + s * query.stride(0) + kvh * group * D,
+                                    key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
+                                    tables + s * max_blocks, lens[s], block_size, kv_heads, kvh, group, D,
+                                    static_cast<float>(scale), scores.data(),
+                                    out.data_ptr<float>() + (s * H + kvh * group) * D);
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "loomlm's CPU kernels: linear layers over repacked GGUF Q4_1 / Q8_0 blocks";
+  m.doc() = "loomlm's CPU kernels: block-quantized linear layers and the float32 per-layer ops";
   m.def("q4_1_linear", &q4_1_linear, "x [rows, in] float32 @ packed Q4_1 W^T -> [rows, out]", py::arg("x"),
         py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("simd") = true);
   m.def("q8_0_linear", &q8_0_linear, "x [rows, in] float32 @ packed Q8_0 W^T -> [rows, out]", py::arg("x"),
         py::arg("qs"), py::arg("scales"), py::arg("simd") = true);
+  m.def("rms_norm", &rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
+        py::arg("residual"), py::arg("weight"), py::arg("eps"));
+  m.def("rotary_store_kv", &rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",
+        py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("rot_heads"), py::arg("k_head"), py::arg("kv_heads"),
+        py::arg("slot_mapping"), py::arg("key_cache"), py::arg("value_cache"));
+  m.def("silu_mul", &silu_mul, "silu(gate) * up for gate_up [T, 2I] -> [T, I]", py::arg("gate_up"));
+  m.def("decode_attention", &decode_attention, "single-query attention over the paged cache", py::arg("query"),
+        py::arg("key_cache"), py::arg("value_cache"), py::arg("block_tables"), py::arg("seq_lens"), py::arg("scale"));
   m.def("kernel_isa", &loomlm::kernel_isa, "the instruction set the kernels run on", py::arg("simd") = true);
 }

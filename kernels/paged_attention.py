@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from loomlm.kernels.cpu_ops import decode_attention, native_ops_apply
 from loomlm.kernels.paged_attention_cpu import decode_batch, prefill_one
 from loomlm.kernels.triton_import import require_triton, tl, triton
 from loomlm.kernels.workspace import AttentionWorkspace
@@ -28,6 +29,41 @@ def paged_attention_ref(
 ) -> torch.Tensor:
     """Causal paged attention in pure torch; returns [T, num_heads, head_dim] in query's dtype.
     ``workspace`` keeps the decode gather buffers between calls (much faster on CPU)."""
+    return _attend_on_cpu(
+        query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len,
+        max_seq_len, workspace, decode_batch,
+    )  # fmt: skip
+
+
+def paged_attention_native(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    max_query_len: int,
+    max_seq_len: int,
+    workspace: AttentionWorkspace | None = None,
+) -> torch.Tensor:
+    """The CPU path where loomlm._C is built (float32): decode rows in C++, read straight from the
+    paged cache (no gather, no per-step plan); prefill chunks on torch's fused SDPA as in the
+    reference."""
+
+    def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len, workspace):
+        return decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scale)
+
+    return _attend_on_cpu(
+        query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len,
+        max_seq_len, workspace, decode,
+    )  # fmt: skip
+
+
+def _attend_on_cpu(
+    query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len,
+    max_seq_len, workspace, decode_batch,
+) -> torch.Tensor:  # fmt: skip
     num_seqs = seq_lens.shape[0]
     if max_query_len == 1 and query.shape[0] == num_seqs > 0:
         # All decodes: row b is sequence b; no per-sequence Python work and no host sync.
@@ -213,8 +249,14 @@ def paged_attention(
     max_seq_len: int,
     workspace: AttentionWorkspace | None = None,
 ) -> torch.Tensor:
-    """Paged attention: the Triton kernel on CUDA (when triton imports), else the torch reference."""
-    impl = paged_attention_triton if query.is_cuda and triton is not None else paged_attention_ref
+    """Paged attention: the Triton kernel on CUDA (when triton imports), the C++ decode where
+    `native_ops_apply` (CPU float32, extension built), else the torch reference."""
+    if query.is_cuda and triton is not None:
+        impl = paged_attention_triton
+    elif native_ops_apply(query) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+        impl = paged_attention_native
+    else:
+        impl = paged_attention_ref
     return impl(
         query,
         key_cache,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from loomlm.kernels import AttentionWorkspace, paged_attention, store_kv
+from loomlm.kernels import AttentionWorkspace, paged_attention
 
 
 @dataclass(slots=True)
@@ -33,14 +33,12 @@ class PagedAttention(torch.nn.Module):
     def forward(
         self,
         query: torch.Tensor,  # [T, num_heads, head_dim]
-        key: torch.Tensor,  # [T, num_kv_heads, head_dim]
-        value: torch.Tensor,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
+        """Attention of the step's queries over the cache, which holds this step's keys and values
+        already (every token's KV is written before any token attends: a chunk sees its own keys)."""
         key_cache, value_cache = kv_cache
-        # Every token's KV is written before any token attends, so a chunk sees its own keys.
-        store_kv(key, value, key_cache, value_cache, metadata.slot_mapping)
         return paged_attention(
             query,
             key_cache,

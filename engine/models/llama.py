@@ -13,7 +13,6 @@ all-reduce each, and the embedding and LM head hold a slice of the vocabulary
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from loomlm.adapters.layers import LoRAStep
@@ -22,6 +21,7 @@ from loomlm.engine.models.attention import AttentionMetadata, PagedAttention
 from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
+from loomlm.kernels.cpu_ops import rms_norm, rotary_store_kv, silu_mul
 
 
 class RMSNorm(nn.Module):
@@ -30,11 +30,15 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The fused op matches HF's float32 formula bit for bit and runs faster; other dtypes
-        # follow HF exactly (normalise in float32, scale after casting back).
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The norm of ``x``; with ``residual``: ``residual += x`` in place, and its norm (the
+        residual add before each pre-norm, folded in: one op instead of two on the CPU)."""
+        # float32: the C++ op on the CPU, else torch's fused op (HF's formula bit for bit). Other
+        # dtypes follow HF exactly (normalise in float32, scale after casting back).
         if x.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            return rms_norm(x, residual, self.weight, self.eps)
+        if residual is not None:
+            x = residual.add_(x)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -83,18 +87,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", table.sin() * scaling, persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[T, 1, head_dim]`` cos and sin for the step's positions."""
-        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    cos, sin = rope
-    return x * cos + _rotate_half(x) * sin
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        """``[T, head_dim]`` cos and sin for the step's positions."""
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
 class LlamaAttention(nn.Module):
@@ -124,13 +118,11 @@ class LlamaAttention(nn.Module):
         qkv = self.qkv_proj(hidden)
         if lora is not None:  # adapter updates go into the packed output's q/k/v column windows
             lora.apply(self.layer_idx, "qkv_proj", hidden, qkv)
-        qkv = qkv.view(num_tokens, -1, self.head_dim)
-        # q and k heads sit side by side in the packed output: rotate them in one pass.
-        num_qk_heads = self.num_heads + self.num_kv_heads
-        qk = apply_rotary(qkv[:, :num_qk_heads], rope)
-        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        v = qkv[:, num_qk_heads:]
-        out = self.attn(q, k, v, kv_cache, metadata).reshape(num_tokens, self.q_size)
+        # q and k heads sit side by side in the packed output: rotated in place in one pass, then
+        # k and v written to the cache (one C++ op on the CPU).
+        rotary_store_kv(qkv, *rope, self.num_heads, self.num_kv_heads, metadata.slot_mapping, *kv_cache)
+        q = qkv.view(num_tokens, -1, self.head_dim)[:, : self.num_heads]
+        out = self.attn(q, kv_cache, metadata).reshape(num_tokens, self.q_size)
         if lora is None:
             return self.tp.all_reduce(self.o_proj(out))
         # Row-parallel: each rank's LoRA update is a partial sum too (see TPShard), summed with the base.
@@ -148,11 +140,8 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
         if lora is None:
-            gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-            return self.tp.all_reduce(self.down_proj(F.silu(gate) * up))
-        gate_up = lora.apply(self.layer_idx, "gate_up_proj", x, self.gate_up_proj(x))
-        gate, up = gate_up.split(self.intermediate_size, dim=-1)
-        hidden = F.silu(gate) * up
+            return self.tp.all_reduce(self.down_proj(silu_mul(self.gate_up_proj(x))))
+        hidden = silu_mul(lora.apply(self.layer_idx, "gate_up_proj", x, self.gate_up_proj(x)))
         return self.tp.all_reduce(lora.apply(self.layer_idx, "down_proj", hidden, self.down_proj(hidden)))
 
 
@@ -168,12 +157,20 @@ class LlamaDecoderLayer(nn.Module):
         self,
         rope: tuple[torch.Tensor, torch.Tensor],
         hidden: torch.Tensor,
+        residual: torch.Tensor | None,
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         metadata: AttentionMetadata,
         lora: LoRAStep | None = None,
-    ) -> torch.Tensor:
-        hidden = hidden + self.self_attn(rope, self.input_layernorm(hidden), kv_cache, metadata, lora)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden), lora)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this layer's MLP output, the residual stream before it). ``residual``: the stream before
+        ``hidden`` (the previous layer's MLP output) is added; None at the first layer, whose
+        ``hidden`` (the embeddings) starts the stream. Each residual add is folded into the norm."""
+        if residual is None:
+            residual, normed = hidden, self.input_layernorm(hidden)
+        else:
+            normed = self.input_layernorm(hidden, residual)
+        attn = self.self_attn(rope, normed, kv_cache, metadata, lora)
+        return self.mlp(self.post_attention_layernorm(attn, residual), lora), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -201,11 +198,11 @@ class LlamaForCausalLM(nn.Module):
         lora: LoRAStep | None = None,
     ) -> torch.Tensor:
         """``lora``: this step's adapter updates; None when no token of the step has an adapter."""
-        hidden = self.embed_tokens(input_ids)
+        hidden, residual = self.embed_tokens(input_ids), None
         rope = self.rotary(positions, hidden.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden = layer(rope, hidden, kv_cache, metadata, lora)
-        return hidden
+            hidden, residual = layer(rope, hidden, residual, kv_cache, metadata, lora)
+        return hidden if residual is None else residual.add_(hidden)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Final norm and LM head, for the sampling rows only: ``[rows, vocab]`` on rank 0, None on

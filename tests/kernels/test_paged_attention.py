@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from loomlm.kernels import AttentionWorkspace, paged_attention, paged_attention_ref, paged_attention_triton
+from loomlm.kernels.paged_attention import paged_attention_native
+from loomlm.kernels.quant_linear import _C
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
@@ -129,6 +131,18 @@ def test_decode_batch_matches_dense_on_both_paths(max_query_len):
     case = make_case(BATCHES["decode"], 4, 9, 3, 16)
     args = (*case.args[:7], max_query_len, case.args[8])
     assert_matches_dense(paged_attention_ref(*args), case)
+
+
+@pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+@pytest.mark.parametrize("batch_name", list(BATCHES))
+@pytest.mark.parametrize("num_heads,num_kv_heads", HEAD_CONFIGS)
+@pytest.mark.parametrize("strided_table", [False, True])
+def test_native_cpu_path_matches_dense_attention(batch_name, num_heads, num_kv_heads, strided_table):
+    # Decode rows in C++ straight from the cache; prefill chunks on SDPA, as in the reference.
+    case = make_case(BATCHES[batch_name], 4, num_heads, num_kv_heads, 64, strided_table=strided_table)
+    assert_matches_dense(paged_attention_native(*case.args), case)
+    past = out_of_range_past_context(case, 4)  # entries past a sequence's blocks are never read
+    assert_matches_dense(paged_attention_native(*past.args), past)
 
 
 def test_strided_block_table():

@@ -1,0 +1,35 @@
+// The float32 per-layer ops of a CPU step that torch runs as several small ops each: RMSNorm (with
+// the residual add folded in), rotary embedding with the KV-cache write, SiLU-and-multiply, and
+// attention for single-query (decode) rows read straight from the paged cache. Raw pointers; the
+// torch-facing checks and threading are in ops.cpp, the torch references in
+// loomlm/kernels/cpu_ops.py.
+#pragma once
+
+#include <cstdint>
+
+namespace loomlm {
+
+// out[t] = weight * x[t] / sqrt(mean(x[t]^2) + eps), rows [begin, end). With `residual`:
+// residual[t] += x[t] first, and the sum is normalised (the pre-norm transformer's add + norm).
+void rms_norm_rows(const float* x, int64_t x_stride, float* residual, const float* weight, float eps, int64_t D,
+                   int64_t begin, int64_t end, float* out);
+
+// In place on rows [begin, end) of qkv ([T, stride], heads of D floats): the first `rot_heads`
+// heads rotated by (cos, sin) [T, D] (rotate-half form); then heads [k_head, k_head + kv_heads)
+// (keys, rotated) and the next kv_heads (values) written to slot slots[t] of the caches
+// ([slots, kv_heads * D] contiguous); slots < 0 are skipped.
+void rotary_store_rows(float* qkv, int64_t stride, int64_t rot_heads, int64_t D, const float* cos, const float* sin,
+                       int64_t k_head, int64_t kv_heads, const int64_t* slots, float* key_cache, float* value_cache,
+                       int64_t begin, int64_t end);
+
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i], rows [begin, end).
+void silu_mul_rows(const float* gate_up, int64_t I, int64_t begin, int64_t end, float* out);
+
+// One (sequence, kv head) of decode attention: the `group` query heads at `q` (D floats apart)
+// over the sequence's `seq_len` keys, read through its block table. Caches are
+// [num_blocks, block_size, kv_heads, D] contiguous. `scores`: scratch of group * seq_len floats.
+void decode_attention_item(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
+                           int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
+                           int64_t D, float scale, float* scores, float* out);
+
+}  // namespace loomlm

@@ -1,0 +1,108 @@
+"""The float32 per-layer ops of a CPU step in C++ (`loomlm._C`, csrc/model_ops.cpp), each beside its
+torch reference with the same signature (`*_ref`: the oracle, and the path for other dtypes,
+devices, or an install without the extension).
+
+Torch runs each of these as several small ops; at batch 1 their dispatch, not their arithmetic,
+is the cost (about 30 torch calls a layer). `native_ops_apply` is the one decision of when the C++
+versions run: the extension is built and the tensors are CPU float32."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from loomlm.kernels.kv_store import store_kv, store_kv_ref
+from loomlm.kernels.paged_attention_cpu import decode_batch
+from loomlm.kernels.quant_linear import _C
+
+
+def native_ops_apply(x: torch.Tensor) -> bool:
+    return _C is not None and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def rms_norm_ref(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """RMSNorm of ``x``'s rows; with ``residual``: ``residual += x`` in place first, and the sum is
+    normalised (a pre-norm layer's residual add and norm in one)."""
+    if residual is not None:
+        x = residual.add_(x)
+    return F.rms_norm(x, weight.shape, weight, eps)
+
+
+def rotary_store_kv_ref(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    slot_mapping: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+) -> None:
+    """In place on the packed ``qkv`` ``[T, (heads + 2 kv_heads) * head_dim]``: rotate the query and
+    key heads by ``cos``/``sin`` ``[T, head_dim]`` (rotate-half form), then write keys and values to
+    the cache slots (``slot_mapping``; slots < 0 skipped)."""
+    keys, values = _rotate_qk_(qkv, cos, sin, num_heads, num_kv_heads, key_cache.shape[-1])
+    store_kv_ref(keys, values, key_cache, value_cache, slot_mapping)
+
+
+def _rotate_qk_(qkv, cos, sin, num_heads, num_kv_heads, head_dim) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate the q and k heads of ``qkv`` in place; returns the (keys, values) head views."""
+    heads = qkv.view(qkv.shape[0], -1, head_dim)
+    qk = heads[:, : num_heads + num_kv_heads]
+    half = head_dim // 2
+    rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+    qk.copy_(qk * cos[:, None] + rotated * sin[:, None])
+    return heads[:, num_heads : num_heads + num_kv_heads], heads[:, num_heads + num_kv_heads :]
+
+
+def silu_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def decode_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale) -> torch.Tensor:
+    """Attention of single-query rows (row b is sequence b) over the paged cache: ``[seqs, heads, d]``."""
+    max_seq_len = int(seq_lens.max()) if seq_lens.numel() else 0
+    return decode_batch(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len, None)
+
+
+def rms_norm(x, residual, weight, eps):
+    if native_ops_apply(x) and weight.dtype == torch.float32:
+        return _C.rms_norm(x, residual, weight, eps)
+    return rms_norm_ref(x, residual, weight, eps)
+
+
+def rotary_store_kv(qkv, cos, sin, num_heads, num_kv_heads, slot_mapping, key_cache, value_cache) -> None:
+    if native_ops_apply(qkv) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+        _C.rotary_store_kv(
+            qkv,
+            cos,
+            sin,
+            num_heads + num_kv_heads,
+            num_heads,
+            num_kv_heads,
+            slot_mapping,
+            key_cache,
+            value_cache,
+        )
+    else:  # the reference's math, with the store dispatched (Triton on CUDA)
+        keys, values = _rotate_qk_(qkv, cos, sin, num_heads, num_kv_heads, key_cache.shape[-1])
+        store_kv(keys, values, key_cache, value_cache, slot_mapping)
+
+
+def silu_mul(gate_up):
+    return (
+        _C.silu_mul(gate_up)
+        if native_ops_apply(gate_up) and gate_up.is_contiguous()
+        else silu_mul_ref(gate_up)
+    )
+
+
+def decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scale) -> torch.Tensor:
+    if native_ops_apply(query) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+        tables = block_tables.to(torch.int32).contiguous()  # no-ops for the engine's own tensors
+        lens = seq_lens.to(torch.int32).contiguous()
+        return _C.decode_attention(query, key_cache, value_cache, tables, lens, scale)
+    return decode_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale)
