@@ -22,7 +22,13 @@ else:
         ext_modules = [
             CppExtension(
                 "loomlm._C",
-                ["csrc/ops.cpp", "csrc/quant_kernels.cpp", "csrc/model_ops.cpp"],
+                [
+                    "csrc/bindings.cpp",
+                    "csrc/torch_ops.cpp",
+                    "csrc/decode_stack.cpp",
+                    "csrc/quant_kernels.cpp",
+                    "csrc/model_ops.cpp",
+                ],
                 extra_compile_args=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"],
                 extra_link_args=["-fopenmp"],
             )

@@ -134,6 +134,8 @@ alignas(64) constexpr int32_t kPairLanes[8][16] = {
 // accumulators are independent chains (one chain would wait on the FMA latency every pair). Q4
 // selects the format: nibbles times signed activations (u8 x s8), or Q8_0's signed weights as |w|
 // times sign(w)-adjusted activations.
+constexpr int64_t kPrefetchRows = 16;
+
 template <bool Q4, int NT, int MT>
 LOOMLM_AVX512 inline void tile(const PackedWeights& w, const QuantizedActivations& act, int64_t m0, int64_t K,
                                int64_t N, int64_t n0, float* out) {
@@ -162,6 +164,9 @@ LOOMLM_AVX512 inline void tile(const PackedWeights& w, const QuantizedActivation
       for (int t = 0; t < MT; ++t) a[t] = _mm512_loadu_si512(act.q + (m0 + t) * K + p * 64);
       for (int i = 0; i < NT; ++i) {
         const uint8_t* qs = w.qs + (n0 + i) * row_bytes;
+        // Software prefetch a few tiles ahead: one core's demand misses alone stream the weights
+        // at about half the bandwidth the prefetched stream reaches (measured at batch 1).
+        _mm_prefetch(reinterpret_cast<const char*>(qs + kPrefetchRows * row_bytes + p * (Q4 ? 32 : 64)), _MM_HINT_T0);
         __m512i wu;
         __mmask64 negative = 0;
         if (Q4) {

@@ -13,6 +13,7 @@ import torch
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.engine.models.attention import AttentionMetadata
+from loomlm.engine.models.fused_decode import FusedDecode
 from loomlm.engine.models.llama import LlamaForCausalLM
 from loomlm.engine.outputs import ModelInput
 from loomlm.kernels import AttentionWorkspace
@@ -43,12 +44,21 @@ class ModelRunner:
             for _ in range(local.num_layers)
         ]
         self._workspace = AttentionWorkspace()
+        # The decoder stack of all-decode steps in one C++ call, where the model allows it.
+        self.fused_decode: FusedDecode | None = None
         self.lora_weights = lora_weights
         self._lora_builder = (
             LoRABatchMetadataBuilder(max_num_batched_tokens, lora_weights.num_slots, self.device)
             if lora_weights is not None
             else None
         )
+
+    def enable_fused_decode(self) -> bool:
+        """Run all-decode steps without adapters through `FusedDecode` if the model supports it
+        (packed-block linear layers on one CPU rank); returns whether it does."""
+        if FusedDecode.supports(self.model, self.kv_caches):
+            self.fused_decode = FusedDecode(self.model, self.kv_caches)
+        return self.fused_decode is not None
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -74,6 +84,13 @@ class ModelRunner:
                 raise ValueError("a request has an adapter slot but the runner has no LoRA weights")
             lora = self.lora_weights.step(self._lora_builder.build(model_input.token_slots))
         input_ids, positions = self._to_device(model_input.input_ids), self._to_device(model_input.positions)
-        hidden = self.model(input_ids, positions, self.kv_caches, metadata, lora)
+        if (
+            self.fused_decode is not None
+            and lora is None
+            and FusedDecode.applies(metadata, input_ids.shape[0])
+        ):
+            hidden = self.fused_decode.forward(input_ids, positions, metadata)
+        else:
+            hidden = self.model(input_ids, positions, self.kv_caches, metadata, lora)
         logits = self.model.compute_logits(hidden[self._to_device(model_input.logits_indices)])
         return None if logits is None else logits.float()

@@ -72,6 +72,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         # The default model's GGUF blocks as they are; a shard, or another model, quantizes its floats.
         source = read_default_blocks(Path(spec.model_dir), arch) if tp.world_size == 1 else None
         quantize_blocks(model, spec.quantization, source)
+        runner.enable_fused_decode()
     elif spec.quantization is not None:
         # Calibrate on the float model (every rank together: the forward has collectives), then
         # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.

@@ -1,14 +1,16 @@
-// loomlm._C: the torch-facing block-quantized linear ops. Checks the arguments, quantizes the
-// activations once per call, and splits the output columns over torch's intra-op threads
-// (at::parallel_for: the kernels share torch's thread pool instead of starting a second one).
+// loomlm._C's torch-facing ops: argument checks (a bad tensor is an exception, never a read or
+// write outside it), the activations quantized once per call, and the work split over torch's
+// intra-op threads (at::parallel_for: the kernels share torch's thread pool, not a second one).
+#include "torch_ops.h"
+
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <vector>
 
 #include "model_ops.h"
 #include "quant_kernels.h"
 
+namespace loomlm::ops {
 namespace {
 
 using RowsKernel = void (*)(const loomlm::PackedWeights&, const loomlm::QuantizedActivations&, int64_t, int64_t,
@@ -50,15 +52,6 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, cons
   return out;
 }
 
-torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
-                          const torch::Tensor& mins, bool simd) {
-  return block_linear(x, qs, scales, &mins, loomlm::q4_1_linear_rows, simd);
-}
-
-torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales, bool simd) {
-  return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, simd);
-}
-
 void check_float_rows(const torch::Tensor& t, int64_t dim, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == dim && t.stride(dim - 1) == 1,
               name, " must be a CPU float32 tensor of ", dim, " dims with unit stride on the last, got ",
@@ -68,6 +61,17 @@ void check_float_rows(const torch::Tensor& t, int64_t dim, const char* name) {
 void check_cache(const torch::Tensor& cache, const char* name) {
   check_float_rows(cache, 4, name);
   TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
+}
+
+}  // namespace
+
+torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
+                          const torch::Tensor& mins, bool simd) {
+  return block_linear(x, qs, scales, &mins, loomlm::q4_1_linear_rows, simd);
+}
+
+torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales, bool simd) {
+  return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, simd);
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
@@ -176,21 +180,4 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
   return out;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "loomlm's CPU kernels: block-quantized linear layers and the float32 per-layer ops";
-  m.def("q4_1_linear", &q4_1_linear, "x [rows, in] float32 @ packed Q4_1 W^T -> [rows, out]", py::arg("x"),
-        py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("simd") = true);
-  m.def("q8_0_linear", &q8_0_linear, "x [rows, in] float32 @ packed Q8_0 W^T -> [rows, out]", py::arg("x"),
-        py::arg("qs"), py::arg("scales"), py::arg("simd") = true);
-  m.def("rms_norm", &rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
-        py::arg("residual"), py::arg("weight"), py::arg("eps"));
-  m.def("rotary_store_kv", &rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",
-        py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("rot_heads"), py::arg("k_head"), py::arg("kv_heads"),
-        py::arg("slot_mapping"), py::arg("key_cache"), py::arg("value_cache"));
-  m.def("silu_mul", &silu_mul, "silu(gate) * up for gate_up [T, 2I] -> [T, I]", py::arg("gate_up"));
-  m.def("decode_attention", &decode_attention, "single-query attention over the paged cache", py::arg("query"),
-        py::arg("key_cache"), py::arg("value_cache"), py::arg("block_tables"), py::arg("seq_lens"), py::arg("scale"));
-  m.def("kernel_isa", &loomlm::kernel_isa, "the instruction set the kernels run on", py::arg("simd") = true);
-}
+}  // namespace loomlm::ops

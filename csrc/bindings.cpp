@@ -1,0 +1,33 @@
+// The Python module loomlm._C: the ops of torch_ops.h and the fused decode stack.
+#include <torch/extension.h>
+
+#include "decode_stack.h"
+#include "quant_kernels.h"
+#include "torch_ops.h"
+
+namespace ops = loomlm::ops;
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "loomlm's CPU kernels: block-quantized linear layers and the float32 per-layer ops";
+  m.def("q4_1_linear", &ops::q4_1_linear, "x [rows, in] float32 @ packed Q4_1 W^T -> [rows, out]", py::arg("x"),
+        py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("simd") = true);
+  m.def("q8_0_linear", &ops::q8_0_linear, "x [rows, in] float32 @ packed Q8_0 W^T -> [rows, out]", py::arg("x"),
+        py::arg("qs"), py::arg("scales"), py::arg("simd") = true);
+  m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
+        py::arg("residual"), py::arg("weight"), py::arg("eps"));
+  m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",
+        py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("rot_heads"), py::arg("k_head"), py::arg("kv_heads"),
+        py::arg("slot_mapping"), py::arg("key_cache"), py::arg("value_cache"));
+  m.def("silu_mul", &ops::silu_mul, "silu(gate) * up for gate_up [T, 2I] -> [T, I]", py::arg("gate_up"));
+  m.def("decode_attention", &ops::decode_attention, "single-query attention over the paged cache", py::arg("query"),
+        py::arg("key_cache"), py::arg("value_cache"), py::arg("block_tables"), py::arg("seq_lens"), py::arg("scale"));
+  py::class_<loomlm::DecodeStack>(m, "DecodeStack")
+      .def(py::init<std::vector<std::vector<torch::Tensor>>, std::vector<torch::Tensor>, std::vector<torch::Tensor>,
+                    int64_t, int64_t, double, double>(),
+           py::arg("layers"), py::arg("key_caches"), py::arg("value_caches"), py::arg("num_heads"),
+           py::arg("num_kv_heads"), py::arg("eps"), py::arg("scale"))
+      .def("run", &loomlm::DecodeStack::run, "every layer of an all-decode step", py::arg("hidden"), py::arg("cos"),
+           py::arg("sin"), py::arg("slot_mapping"), py::arg("block_tables"), py::arg("seq_lens"),
+           py::call_guard<py::gil_scoped_release>());
+  m.def("kernel_isa", &loomlm::kernel_isa, "the instruction set the kernels run on", py::arg("simd") = true);
+}

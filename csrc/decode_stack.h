@@ -1,0 +1,46 @@
+// DecodeStack: every decoder layer of an all-decode step in one call, for a model whose linear
+// layers are packed blocks (int4 / q8_0), on one rank, with no adapter in the step. At batch 1 the
+// per-layer Python around the kernels cost as much as the kernels (about 40 calls a layer); this
+// runs the same ops (torch_ops.h) in the same order as the Python layers do, from C++.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace loomlm {
+
+// One layer's tensors, in this order (built by loomlm/engine/models/fused_decode.py). A linear
+// layer's `mins` is empty for Q8_0 blocks (Q4_1 otherwise); an empty bias is no bias.
+enum LayerTensor : int {
+  kInputNorm,
+  kPostNorm,
+  kQkvQs, kQkvScales, kQkvMins, kQkvBias,
+  kOQs, kOScales, kOMins,
+  kGateUpQs, kGateUpScales, kGateUpMins,
+  kDownQs, kDownScales, kDownMins,
+  kNumLayerTensors,
+};
+
+class DecodeStack {
+ public:
+  DecodeStack(std::vector<std::vector<torch::Tensor>> layers, std::vector<torch::Tensor> key_caches,
+              std::vector<torch::Tensor> value_caches, int64_t num_heads, int64_t num_kv_heads, double eps,
+              double scale);
+
+  // hidden: the step's embeddings [T, hidden] (T decode tokens, row t is sequence t; taken over as
+  // the residual stream). Returns the last layer's output plus the stream: the final norm's input.
+  torch::Tensor run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
+                    const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
+                    const torch::Tensor& seq_lens) const;
+
+ private:
+  torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const;
+
+  std::vector<std::vector<torch::Tensor>> layers_;
+  std::vector<torch::Tensor> key_caches_, value_caches_;
+  int64_t num_heads_, num_kv_heads_;
+  double eps_, scale_;
+};
+
+}  // namespace loomlm

@@ -1,0 +1,25 @@
+// loomlm._C's torch-facing ops (defined in torch_ops.cpp), shared by the Python bindings and the
+// fused decode stack. Each raises (TORCH_CHECK) on tensors of the wrong shape, dtype or layout.
+#pragma once
+
+#include <torch/extension.h>
+
+namespace loomlm::ops {
+
+// x [rows, in] float32 (in padded to a multiple of 64) times packed block weights -> [rows, out].
+torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
+                          const torch::Tensor& mins, bool simd = true);
+torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
+                          bool simd = true);
+
+torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
+                       const torch::Tensor& weight, double eps);
+void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,
+                     int64_t k_head, int64_t kv_heads, const torch::Tensor& slot_mapping, torch::Tensor& key_cache,
+                     torch::Tensor& value_cache);
+torch::Tensor silu_mul(const torch::Tensor& gate_up);
+torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key_cache,
+                               const torch::Tensor& value_cache, const torch::Tensor& block_tables,
+                               const torch::Tensor& seq_lens, double scale);
+
+}  // namespace loomlm::ops

@@ -1,0 +1,84 @@
+"""FusedDecode: the decoder layers of an all-decode step in one C++ call (`loomlm._C.DecodeStack`),
+for a model whose linear layers are packed blocks (``quantization="int4"`` / ``"q8_0"``) on one CPU
+rank. At batch 1 the per-layer Python around the kernels (module calls, dispatch checks, views:
+about 40 calls a layer) cost as much as the kernels themselves; the stack runs the same ops in the
+same order from C++, without the GIL.
+
+Steps with a prefill chunk (torch's SDPA), adapters (LoRA's grouped path) or tensor parallelism
+(collectives between layers) take the module path, which stays the reference the stack is tested
+against."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from loomlm.engine.models.attention import AttentionMetadata
+from loomlm.engine.models.block_quant import BlockQuantLinear
+from loomlm.kernels.quant_linear import _C
+
+_LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
+
+
+class FusedDecode:
+    def __init__(self, model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if not self.supports(model, kv_caches):
+            raise ValueError(
+                "the fused decode stack needs packed-block linear layers on one CPU float32 rank"
+            )
+        self.model = model
+        empty = torch.empty(0)
+        layers = []
+        for layer in model.layers:
+            tensors = [layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()]
+            for owner, name in _LINEARS:
+                linear = getattr(getattr(layer, owner), name)
+                packed = linear.packed
+                tensors += [packed.qs, packed.scales, empty if packed.mins is None else packed.mins]
+                if name == "qkv_proj":
+                    tensors.append(empty if linear.bias is None else linear.bias)
+            layers.append(tensors)
+        attn = model.layers[0].self_attn
+        self._stack = _C.DecodeStack(
+            layers,
+            [key for key, _ in kv_caches],
+            [value for _, value in kv_caches],
+            attn.num_heads,
+            attn.num_kv_heads,
+            model.layers[0].input_layernorm.eps,
+            attn.attn.scale,
+        )
+
+    @staticmethod
+    def supports(model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """Whether the stack can run ``model``: packed linear layers whose inputs need no padding,
+        one rank, float32 contiguous caches on the CPU, and the extension built."""
+        if _C is None or model.tp.world_size != 1 or not kv_caches:
+            return False
+        key = kv_caches[0][0]
+        if key.device.type != "cpu" or key.dtype != torch.float32 or not key.is_contiguous():
+            return False
+        linears = [getattr(getattr(layer, o), n) for layer in model.layers for o, n in _LINEARS]
+        return all(
+            isinstance(m, BlockQuantLinear) and m.packed.padded_in_features == m.in_features for m in linears
+        )
+
+    @staticmethod
+    def applies(metadata: AttentionMetadata, num_tokens: int) -> bool:
+        """Whether this step is all decode: one query token per sequence."""
+        return metadata.max_query_len == 1 and num_tokens == metadata.seq_lens.shape[0] > 0
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+    ) -> torch.Tensor:
+        """What `LlamaForCausalLM.forward` returns for this step (the final norm's input)."""
+        hidden = self.model.embed_tokens(input_ids).contiguous()
+        cos, sin = self.model.rotary(positions, hidden.dtype)
+        return self._stack.run(
+            hidden,
+            cos.contiguous(),
+            sin.contiguous(),
+            metadata.slot_mapping.to(torch.int64).contiguous(),
+            metadata.block_tables.to(torch.int32).contiguous(),
+            metadata.seq_lens.to(torch.int32).contiguous(),
+        )

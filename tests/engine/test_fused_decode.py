@@ -1,0 +1,72 @@
+"""The fused decode stack (all-decode steps of a packed-block model in one C++ call) gives exactly
+the module path's tokens and log-probabilities: the same ops in the same order. It runs only where
+it applies: decode steps of a packed-block model, not prefill chunks, nor float models."""
+
+import pytest
+from test_model_families import build
+
+from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from loomlm.engine.engine import LLMEngine
+from loomlm.engine.sampling_params import SamplingParams
+from loomlm.kernels.quant_linear import _C
+
+pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+
+
+def make_engine(model_dir, **options) -> LLMEngine:
+    return LLMEngine(
+        EngineConfig(
+            model=str(model_dir),
+            scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=64, max_model_len=256),
+            cache=CacheConfig(block_size=8, num_blocks=96),
+            **options,
+        )
+    )
+
+
+def run(engine) -> list[tuple[list[int], list]]:
+    params = SamplingParams(temperature=0, max_tokens=14, ignore_eos=True, logprobs=3)
+    for i, length in enumerate((3, 17, 40, 9)):  # contexts over one to seven blocks
+        prompt = [(11 * i + 5 * j) % 40000 + 100 for j in range(length)]
+        engine.add_request(prompt, params, prompt_token_ids=prompt)
+    done = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step(only_finished=True):
+            done[output.request_id] = output.outputs[0]
+    return [(done[k].token_ids, done[k].logprobs) for k in sorted(done)]
+
+
+def count_calls(engine) -> list[int]:
+    fused = engine.executor.runner.fused_decode
+    calls, forward = [0], fused.forward
+
+    def counted(*args):
+        calls[0] += 1
+        return forward(*args)
+
+    fused.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["int4", "q8_0"])
+def test_the_fused_stack_equals_the_module_path(tiny_llama_dir, mode):
+    fused, modules = (
+        make_engine(tiny_llama_dir, quantization=mode),
+        make_engine(tiny_llama_dir, quantization=mode),
+    )
+    calls = count_calls(fused)
+    modules.executor.runner.fused_decode = None
+    assert run(fused) == run(modules)
+    assert calls[0] > 10  # the decode steps went through the stack (prefill chunks did not)
+
+
+def test_qkv_biases_are_applied_in_the_stack(tmp_path_factory, smollm2_dir):
+    qwen2 = build("qwen2", tmp_path_factory, smollm2_dir)
+    fused, modules = make_engine(qwen2, quantization="int4"), make_engine(qwen2, quantization="int4")
+    modules.executor.runner.fused_decode = None
+    assert run(fused) == run(modules)
+
+
+def test_float_models_keep_the_module_path(tiny_llama_dir):
+    assert make_engine(tiny_llama_dir).executor.runner.fused_decode is None
+    assert make_engine(tiny_llama_dir, quantization="int8").executor.runner.fused_decode is None
