@@ -18,11 +18,12 @@ from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
 
 # Row labels of the step tables, in order. "Python overhead" rows come last.
 LINEARS = ("linear: qkv_proj", "linear: o_proj", "linear: gate_up_proj", "linear: down_proj")
-ATTENTION = ("attn: KV store", "attn: KV gather (decode)", "attn: SDPA", "attn: other")
-MODEL_OPS = (*LINEARS, *ATTENTION, "rotary", "RMSNorm", "SiLU·mul", "glue", "LM head", "sampler")
+ATTENTION = ("attn: decode", "attn: KV gather (torch decode path)", "attn: SDPA", "attn: other")
+MODEL_OPS = (*LINEARS, *ATTENTION, "rotary + KV store", "RMSNorm", "SiLU·mul", "glue", "LM head", "sampler")
 OVERHEAD = ("schedule", "input prep", "output processing", "step other")
 DESCRIPTIONS = {
     "attn: other": "attn: other (prefill K/V gather, GQA repeat, masks, decode plan, scatter)",
+    "attn: decode": "attn: decode (loomlm._C, straight from the paged cache; no gather)",
     "glue": "glue (residual adds, embedding, views, logits rows, module Python)",
     "output processing": "output processing (update, detokenize, stop check, outputs, metrics)",
     "step other": "step other (engine.step body, grammar hooks)",
@@ -81,6 +82,7 @@ class _Proxy:
 def instrument(engine, timers: Timers) -> Callable[[], None]:
     """Wrap every op of ``engine``'s step with ``timers``; returns the function that undoes it."""
     from loomlm.engine.models import attention, llama
+    from loomlm.kernels import paged_attention as attn_dispatch
     from loomlm.kernels import paged_attention_cpu as attn_cpu
 
     undo: list[Callable[[], None]] = []
@@ -98,7 +100,7 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
         elif isinstance(module, llama.RMSNorm):
             label = "RMSNorm"
         elif isinstance(module, llama.RotaryEmbedding):
-            label = "rotary"
+            label = "rotary + KV store"
         elif isinstance(module, llama.LlamaMLP):
             label = "SiLU·mul"  # its own time: split, silu, mul (the linears are timed apart)
         elif (
@@ -109,10 +111,10 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
         else:
             continue
         patch(module, "forward", label)
-    patch(llama, "apply_rotary", "rotary")
-    patch(attention, "store_kv", "attn: KV store")
-    patch(attention, "paged_attention", "attn: other")  # its own time, less the gather and SDPA
-    gather = timers.wrap("attn: KV gather (decode)", torch.index_select)
+    patch(llama, "rotary_store_kv", "rotary + KV store")
+    patch(attention, "paged_attention", "attn: other")  # its own time, less the decode and SDPA
+    patch(attn_dispatch, "decode_attention", "attn: decode")
+    gather = timers.wrap("attn: KV gather (torch decode path)", torch.index_select)
     patch(attn_cpu, "torch", None, _Proxy(torch, index_select=gather))
     sdpa = timers.wrap("attn: SDPA", F.scaled_dot_product_attention)
     patch(attn_cpu, "F", None, _Proxy(F, scaled_dot_product_attention=sdpa))
@@ -225,8 +227,8 @@ def op_costs(arch, chunks: list[tuple[int, int]], block_size: int) -> dict[str, 
 
     kv_row = f * kv_heads * dim  # bytes of one token's K (or V) in one layer
     gathered = sum(-(-s // block_size) * block_size for q, s in chunks if q == 1)
-    sdpa_bytes = 2 * gathered * kv_row  # decode: the gathered K/V, read once
-    sdpa_flops = sum(4 * heads * dim * s for q, s in chunks if q == 1)
+    decode_flops = sum(4 * heads * dim * s for q, s in chunks if q == 1)
+    sdpa_bytes, sdpa_flops = 0, 0
     for q, s in ((q, s) for q, s in chunks if q > 1):  # prefill: q, GQA-expanded k/v, out
         sdpa_bytes += f * heads * dim * (2 * q + 2 * s)
         sdpa_flops += 4 * heads * dim * (q * (s - q) + q * (q + 1) / 2)  # causal pairs only
@@ -236,10 +238,11 @@ def op_costs(arch, chunks: list[tuple[int, int]], block_size: int) -> dict[str, 
         "linear: gate_up_proj": linear(hidden, 2 * inter, tokens, layers),
         "linear: down_proj": linear(inter, hidden, tokens, layers),
         "LM head": linear(hidden, vocab, rows, 1),
-        "attn: KV store": (2 * 2 * tokens * kv_row * layers, 0, "copy"),  # K and V, read + write
-        "attn: KV gather (decode)": (2 * 2 * gathered * kv_row * layers, 0, "copy"),
+        "attn: decode": (2 * gathered * kv_row * layers, decode_flops * layers, "gemv"),  # K, V read once
+        "attn: KV gather (torch decode path)": (2 * 2 * gathered * kv_row * layers, 0, "copy"),
         "attn: SDPA": (sdpa_bytes * layers, sdpa_flops * layers, "gemv"),
-        "rotary": (f * tokens * (2 * (heads + kv_heads) * dim + 2 * dim) * layers, 0, "copy"),
+        # rotate q and k in place (read + write), then copy K and V into the cache (read + write)
+        "rotary + KV store": (f * tokens * (2 * (heads + 3 * kv_heads) * dim + 2 * dim) * layers, 0, "copy"),
         "RMSNorm": (f * 2 * hidden * (2 * tokens * layers + rows), 0, "copy"),
         "SiLU·mul": (f * tokens * 3 * inter * layers, 0, "copy"),
         "sampler": (f * rows * vocab, 0, "copy"),

@@ -1,8 +1,9 @@
 """Quantized and lower-precision weights against float32: quality and speed, and llama.cpp beside.
 
 Modes (SmolLM2-135M-Instruct, whose float32 weights are the dequantized Q4_1 GGUF it ships as):
-``fp32``; ``int8`` (``LLM(quantization="int8")``); ``bf16`` (``dtype="bfloat16"``) where the CPU has
-AVX-512 BF16 (elsewhere bf16 matmuls can be ~300x slower, so it is skipped); and ``llama.cpp``
+``fp32``; ``int8`` (``LLM(quantization="int8")``); ``int4`` (the GGUF's own Q4_1 blocks, Q8_0 LM
+head: the bits llama.cpp runs); ``q8_0``; ``bf16`` (``dtype="bfloat16"``) where the CPU has AVX-512
+BF16 (elsewhere bf16 matmuls can be ~300x slower, so it is skipped); and ``llama.cpp``
 (``llama-cpp-python`` on the same Q4_1 GGUF, the same thread count), when installed.
 
 - quality: perplexity over a held text (``--ppl-tokens`` tokens of Python module docstrings that
@@ -113,26 +114,12 @@ def batched_rate(llm: LLM, prompts: list[list[int]], tokens: int) -> float:
     return sum(len(o.outputs[0].token_ids) for o in outputs) / (time.perf_counter() - start)
 
 
-def modes() -> dict[str, tuple[dict, str]]:
-    found = {
-        "fp32": ({}, "float32"),
-        "int8": (
-            {"quantization": "int8"},
-            "torch._int_mm int8 (oneDNN), per-token activations, SmoothQuant; LM head int8 + exact top-64",
-        ),
-    }
+def modes() -> dict[str, dict]:
+    found = {"fp32": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"}}
+    found["q8_0"] = {"quantization": "q8_0"}
     if "avx512_bf16" in cpu_flags():
-        found["bf16"] = ({"dtype": "bfloat16"}, "bfloat16")
+        found["bf16"] = {"dtype": "bfloat16"}
     return found
-
-
-def float_kernels(llm: LLM, dtype: str) -> str:
-    """Which GEMM the engine chose for its float linear layers (per shape, at load)."""
-    from loomlm.engine.models.llama import Linear
-
-    layers = [m for m in llm.engine.executor.runner.model.modules() if isinstance(m, Linear)]
-    packed = sum(m.packed is not None for m in layers)
-    return f"{dtype}: oneDNN prepacked on {packed} of {len(layers)} layers, torch.mm (MKL) on the rest"
 
 
 def parse_args() -> argparse.Namespace:
@@ -155,11 +142,9 @@ def main() -> None:
     args = parse_args()
     threads = torch.get_num_threads()
     configs = modes()
-    engines = {name: LLM(max_num_seqs=args.requests, **options) for name, (options, _) in configs.items()}
-    kernels = {name: kernel for name, (_, kernel) in configs.items()}
-    kernels["fp32"] = float_kernels(engines["fp32"], "float32")
-    if "bf16" in engines:
-        kernels["bf16"] = float_kernels(engines["bf16"], "bfloat16")
+    engines = {name: LLM(max_num_seqs=args.requests, **options) for name, options in configs.items()}
+    # What the engine itself reports it chose at load (per layer shape, per mode).
+    kernels = {name: llm.engine.executor.runner.kernel_report for name, llm in engines.items()}
     tokenizer = engines["fp32"].tokenizer
     held = held_ids(tokenizer, args.ppl_tokens)
     logits_of = {name: (lambda ids, llm=llm: window_logits(llm, ids)) for name, llm in engines.items()}

@@ -46,6 +46,7 @@ class ModelRunner:
         self._workspace = AttentionWorkspace()
         # The decoder stack of all-decode steps in one C++ call, where the model allows it.
         self.fused_decode: FusedDecode | None = None
+        self.kernel_report = ""  # which kernels run the layers (set by build_runner; benchmarks print it)
         self.lora_weights = lora_weights
         self._lora_builder = (
             LoRABatchMetadataBuilder(max_num_batched_tokens, lora_weights.num_slots, self.device)

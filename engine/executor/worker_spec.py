@@ -19,6 +19,7 @@ from loomlm.engine.models.loader import load_model
 from loomlm.engine.models.quantized import calibrate, quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
+from loomlm.kernels.cpu_ops import native_ops_apply
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,8 +72,9 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
     if spec.quantization in BLOCK_MODES:
         # The default model's GGUF blocks as they are; a shard, or another model, quantizes its floats.
         source = read_default_blocks(Path(spec.model_dir), arch) if tp.world_size == 1 else None
-        quantize_blocks(model, spec.quantization, source)
-        runner.enable_fused_decode()
+        report = quantize_blocks(model, spec.quantization, source)
+        if runner.enable_fused_decode():
+            report += "; decode steps: one fused C++ call for all layers"
     elif spec.quantization is not None:
         # Calibrate on the float model (every rank together: the forward has collectives), then
         # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.
@@ -84,6 +86,11 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             else None
         )
         quantize_model(model, spec.quantization, absmax)
+        report = "int8: torch._int_mm (oneDNN), per-token activations, SmoothQuant; LM head exact top-64"
     else:
-        choose_linear_kernels(model, device, dtype)
+        choices = choose_linear_kernels(model, device, dtype)
+        kernels = ", ".join(f"{i}x{o} {kernel}" for (i, o), kernel in choices.items()) or "torch.mm"
+        report = f"{spec.dtype}: {kernels}"
+    native = native_ops_apply(torch.empty(0, dtype=dtype, device=device))
+    runner.kernel_report = report + ("; norms, rotary, decode attention: loomlm._C" if native else "")
     return runner
