@@ -101,6 +101,11 @@ def parse_args() -> argparse.Namespace:
         "--single", action="store_true", help="only batch-1 decode and prefill, the two sides interleaved"
     )
     p.add_argument("--skip-hf", action="store_true", help="measure loomlm only")
+    p.add_argument(
+        "--hf-sweep-once",
+        action="store_true",
+        help="grid: sweep HF's batch sizes in the first round only, then repeat loomlm against the best",
+    )
     p.add_argument("--quick", action="store_true", help="tiny workload for smoke testing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-num-seqs", type=int, default=128)
@@ -201,7 +206,12 @@ def header(args, stats: dict, hf_skipped: bool) -> list[str]:
         "only requested tokens count; compared at its best batch size (highest generated tok/s)"
         + (" (skipped)" if hf_skipped else ""),
         f"- Workload runs: median of {args.workload_repeats} interleaved run(s) per side "
-        "(loomlm and each HF batch size once per round, order alternating between rounds)",
+        + (
+            "(round 1: loomlm and every HF batch size; later rounds: loomlm and round 1's fastest HF "
+            "batch size; order alternating between rounds)"
+            if args.hf_sweep_once
+            else "(loomlm and each HF batch size once per round, order alternating between rounds)"
+        ),
     ]
 
 

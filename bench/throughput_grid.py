@@ -83,11 +83,17 @@ def effective_batch_sizes(batch_sizes: list[int], num_requests: int) -> list[int
     return sorted({min(b, num_requests) for b in batch_sizes})
 
 
-def sweep(llm, hf, prompts, outputs, batch_sizes: list[int], repeats: int, sort: bool) -> dict:
-    """Interleaved wall times: {"loomlm": [s, ...], batch_size: [s, ...], ...}, one entry per repeat."""
+def sweep(
+    llm, hf, prompts, outputs, batch_sizes: list[int], repeats: int, sort: bool, sweep_once: bool = False
+) -> dict:
+    """Interleaved wall times: {"loomlm": [s, ...], batch_size: [s, ...], ...}, one entry per repeat.
+    ``sweep_once``: the first round runs every HF batch size, the later ones only the fastest of that
+    round (the long cells: HF at every size, every round, takes hours on 2 cores)."""
     sides: list = ["loomlm"] + ([] if hf is None else effective_batch_sizes(batch_sizes, len(prompts)))
     walls: dict = {side: [] for side in sides}
     for r in range(repeats):
+        if r == 1 and sweep_once and len(sides) > 2:
+            sides = ["loomlm", best_hf(walls)]
         for side in sides if r % 2 == 0 else sides[::-1]:
             if side == "loomlm":
                 walls[side].append(loom_run(llm, prompts, outputs))
@@ -148,7 +154,14 @@ def run_grid(args, llm, hf, ids) -> list[dict]:
                 prompts, outputs = cell_workload(ids, n, out_mean, prompt_mean, args.seed)
                 print(f"cell {n} requests, output ~{out_mean}, prompt ~{prompt_mean} ...", flush=True)
                 walls = sweep(
-                    llm, hf, prompts, outputs, args.hf_batch_sizes, args.workload_repeats, args.hf_sort
+                    llm,
+                    hf,
+                    prompts,
+                    outputs,
+                    args.hf_batch_sizes,
+                    args.workload_repeats,
+                    args.hf_sort,
+                    args.hf_sweep_once,
                 )
                 print("\n".join(sweep_table(walls, prompts, outputs)), flush=True)
                 cell = dict(requests=n, output=out_mean, prompt=prompt_mean, walls=walls)
