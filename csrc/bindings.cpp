@@ -13,6 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("simd") = true);
   m.def("q8_0_linear", &ops::q8_0_linear, "x [rows, in] float32 @ packed Q8_0 W^T -> [rows, out]", py::arg("x"),
         py::arg("qs"), py::arg("scales"), py::arg("simd") = true);
+  m.def("int8_linear", &ops::int8_linear, "per-channel int8 layer with per-row int8 activations", py::arg("x"),
+        py::arg("qweight"), py::arg("w_scale"), py::arg("inv_smooth"), py::arg("bias"));
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
         py::arg("residual"), py::arg("weight"), py::arg("eps"));
   m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",

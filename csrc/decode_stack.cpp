@@ -23,9 +23,9 @@ DecodeStack::DecodeStack(std::vector<std::vector<torch::Tensor>> layers, std::ve
 }
 
 torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const {
-  const torch::Tensor& mins = layer[first + 2];
-  return mins.numel() ? ops::q4_1_linear(x, layer[first], layer[first + 1], mins)
-                      : ops::q8_0_linear(x, layer[first], layer[first + 1]);
+  const torch::Tensor &weight = layer[first], &scales = layer[first + 1], &third = layer[first + 2];
+  if (scales.scalar_type() == torch::kFloat32) return ops::int8_linear(x, weight, scales, third, c10::nullopt);
+  return third.numel() ? ops::q4_1_linear(x, weight, scales, third) : ops::q8_0_linear(x, weight, scales);
 }
 
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,

@@ -1,5 +1,5 @@
 // DecodeStack: every decoder layer of an all-decode step in one call, for a model whose linear
-// layers are packed blocks (int4 / q8_0), on one rank, with no adapter in the step. At batch 1 the
+// layers are quantized (int4 / q8_0 blocks, or int8), on one rank, with no adapter in the step. At batch 1 the
 // per-layer Python around the kernels cost as much as the kernels (about 40 calls a layer); this
 // runs the same ops (torch_ops.h) in the same order as the Python layers do, from C++.
 #pragma once
@@ -11,7 +11,9 @@
 namespace loomlm {
 
 // One layer's tensors, in this order (built by loomlm/engine/models/fused_decode.py). A linear
-// layer's `mins` is empty for Q8_0 blocks (Q4_1 otherwise); an empty bias is no bias.
+// layer is three tensors: packed blocks (qs, fp16 scales, mins: empty for Q8_0, else Q4_1), or an
+// int8 per-channel layer (qweight, float32 w_scale, inv_smooth: empty for none). An empty bias is
+// no bias.
 enum LayerTensor : int {
   kInputNorm,
   kPostNorm,

@@ -80,6 +80,39 @@ LOOMLM_CLONES void silu_mul_rows(const float* gate_up, int64_t I, int64_t begin,
   }
 }
 
+LOOMLM_CLONES void int8_quantize_rows(const float* x, int64_t x_stride, const float* inv_smooth, int64_t K,
+                                      int64_t begin, int64_t end, int8_t* q, float* scale) {
+  for (int64_t t = begin; t < end; ++t) {
+    const float* row = x + t * x_stride;
+    float amax = 0.f;
+#pragma omp simd reduction(max : amax)
+    for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(inv_smooth ? row[i] * inv_smooth[i] : row[i]));
+    const float s = std::max(amax, 1e-12f) / 127.f;
+    scale[t] = s;
+#pragma omp simd
+    for (int64_t i = 0; i < K; ++i) {
+      const float y = inv_smooth ? row[i] * inv_smooth[i] : row[i];
+      q[t * K + i] = static_cast<int8_t>(std::nearbyint(y / s));
+    }
+  }
+}
+
+LOOMLM_CLONES void int8_dequantize_rows(const int32_t* acc, const float* x_scale, const float* w_scale,
+                                        const float* bias, int64_t N, int64_t begin, int64_t end, float* out) {
+  for (int64_t t = begin; t < end; ++t) {
+    const float s = x_scale[t];
+    const int32_t* a = acc + t * N;
+    float* o = out + t * N;
+    if (bias) {
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) o[n] = static_cast<float>(a[n]) * s * w_scale[n] + bias[n];
+    } else {
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) o[n] = static_cast<float>(a[n]) * s * w_scale[n];
+    }
+  }
+}
+
 LOOMLM_CLONES void decode_attention_item(const float* q, const float* key_cache, const float* value_cache,
                                          const int32_t* block_row, int64_t seq_len, int64_t block_size,
                                          int64_t kv_heads, int64_t kv_head, int64_t group, int64_t D, float scale,

@@ -25,6 +25,16 @@ void rotary_store_rows(float* qkv, int64_t stride, int64_t rot_heads, int64_t D,
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i], rows [begin, end).
 void silu_mul_rows(const float* gate_up, int64_t I, int64_t begin, int64_t end, float* out);
 
+// int8 linear layers (per-channel weights, per-token activations; loomlm/engine/models/quantized.py):
+// rows [begin, end) of x, times `inv_smooth` when given, quantized with one scale per row,
+// q = round(y / s), s = max(max|y| , 1e-12) / 127; and the int32 products rescaled,
+// out = float(acc) * x_scale[t] * w_scale[n] (+ bias[n]). The same float operations, in the same
+// order, as the torch layer: the results are identical.
+void int8_quantize_rows(const float* x, int64_t x_stride, const float* inv_smooth, int64_t K, int64_t begin,
+                        int64_t end, int8_t* q, float* scale);
+void int8_dequantize_rows(const int32_t* acc, const float* x_scale, const float* w_scale, const float* bias, int64_t N,
+                          int64_t begin, int64_t end, float* out);
+
 // One (sequence, kv head) of decode attention: the `group` query heads at `q` (D floats apart)
 // over the sequence's `seq_len` keys, read through its block table. Caches are
 // [num_blocks, block_size, kv_heads, D] contiguous. `scores`: scratch of group * seq_len floats.

@@ -74,6 +74,39 @@ torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const
   return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, simd);
 }
 
+torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
+                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias) {
+  check_float_rows(x, 2, "x");
+  const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
+  // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).
+  TORCH_CHECK(qweight.scalar_type() == torch::kInt8 && qweight.dim() == 2 && qweight.size(1) == K,
+              "qweight must be int8 [out, ", K, "], got ", qweight.sizes());
+  for (const auto* t : {&w_scale, &inv_smooth}) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 1, "scales must be float32");
+  }
+  TORCH_CHECK(w_scale.numel() == N && (inv_smooth.numel() == 0 || inv_smooth.numel() == K), "scale sizes mismatch");
+  const float* bias_ptr = nullptr;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == N,
+                "bias must be contiguous float32 [", N, "]");
+    bias_ptr = bias->data_ptr<float>();
+  }
+  auto xq = torch::empty({T, K}, x.options().dtype(torch::kInt8));
+  auto x_scale = torch::empty({T}, x.options());
+  const float* smooth = inv_smooth.numel() ? inv_smooth.data_ptr<float>() : nullptr;
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    loomlm::int8_quantize_rows(x.data_ptr<float>(), x.stride(0), smooth, K, begin, end, xq.data_ptr<int8_t>(),
+                               x_scale.data_ptr<float>());
+  });
+  const torch::Tensor acc = at::_int_mm(xq, qweight.t());
+  auto out = torch::empty({T, N}, x.options());
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    loomlm::int8_dequantize_rows(acc.data_ptr<int32_t>(), x_scale.data_ptr<float>(), w_scale.data_ptr<float>(),
+                                 bias_ptr, N, begin, end, out.data_ptr<float>());
+  });
+  return out;
+}
+
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps) {
   check_float_rows(x, 2, "x");

@@ -12,6 +12,11 @@ torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const
 torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
                           bool simd = true);
 
+// int8 per-channel layer: x [rows, in] float32 (times inv_smooth when it has elements), quantized
+// per row, times qweight [out, in] int8 in oneDNN's int8 GEMM, rescaled by w_scale [out] (+ bias).
+torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
+                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias);
+
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);
 void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,

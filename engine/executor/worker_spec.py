@@ -87,6 +87,8 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         )
         quantize_model(model, spec.quantization, absmax)
         report = "int8: torch._int_mm (oneDNN), per-token activations, SmoothQuant; LM head exact top-64"
+        if runner.enable_fused_decode():
+            report += "; decode steps: one fused C++ call for all layers"
     else:
         choices = choose_linear_kernels(model, device, dtype)
         kernels = ", ".join(f"{i}x{o} {kernel}" for (i, o), kernel in choices.items()) or "torch.mm"

@@ -1,8 +1,8 @@
 """FusedDecode: the decoder layers of an all-decode step in one C++ call (`loomlm._C.DecodeStack`),
-for a model whose linear layers are packed blocks (``quantization="int4"`` / ``"q8_0"``) on one CPU
-rank. At batch 1 the per-layer Python around the kernels (module calls, dispatch checks, views:
-about 40 calls a layer) cost as much as the kernels themselves; the stack runs the same ops in the
-same order from C++, without the GIL.
+for a model whose linear layers are quantized (``quantization="int4"`` / ``"q8_0"`` blocks, or
+``"int8"``) on one CPU rank. At batch 1 the per-layer Python around the kernels (module calls,
+dispatch checks, views: about 40 calls a layer) cost as much as the kernels themselves; the stack
+runs the same ops in the same order from C++, without the GIL.
 
 Steps with a prefill chunk (torch's SDPA), adapters (LoRA's grouped path) or tensor parallelism
 (collectives between layers) take the module path, which stays the reference the stack is tested
@@ -15,6 +15,7 @@ from torch import nn
 
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.block_quant import BlockQuantLinear
+from loomlm.engine.models.quantized import Int8Linear
 from loomlm.kernels.quant_linear import _C
 
 _LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
@@ -33,8 +34,12 @@ class FusedDecode:
             tensors = [layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()]
             for owner, name in _LINEARS:
                 linear = getattr(getattr(layer, owner), name)
-                packed = linear.packed
-                tensors += [packed.qs, packed.scales, empty if packed.mins is None else packed.mins]
+                if isinstance(linear, Int8Linear):
+                    smooth = empty if linear.inv_smooth is None else linear.inv_smooth
+                    tensors += [linear.qweight, linear.w_scale, smooth]
+                else:
+                    packed = linear.packed
+                    tensors += [packed.qs, packed.scales, empty if packed.mins is None else packed.mins]
                 if name == "qkv_proj":
                     tensors.append(empty if linear.bias is None else linear.bias)
             layers.append(tensors)
@@ -51,7 +56,7 @@ class FusedDecode:
 
     @staticmethod
     def supports(model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
-        """Whether the stack can run ``model``: packed linear layers whose inputs need no padding,
+        """Whether the stack can run ``model``: int8 layers, or packed ones whose inputs need no padding,
         one rank, float32 contiguous caches on the CPU, and the extension built."""
         if _C is None or model.tp.world_size != 1 or not kv_caches:
             return False
@@ -60,7 +65,9 @@ class FusedDecode:
             return False
         linears = [getattr(getattr(layer, o), n) for layer in model.layers for o, n in _LINEARS]
         return all(
-            isinstance(m, BlockQuantLinear) and m.packed.padded_in_features == m.in_features for m in linears
+            isinstance(m, Int8Linear)
+            or (isinstance(m, BlockQuantLinear) and m.packed.padded_in_features == m.in_features)
+            for m in linears
         )
 
     @staticmethod

@@ -1,6 +1,6 @@
-"""The fused decode stack (all-decode steps of a packed-block model in one C++ call) gives exactly
+"""The fused decode stack (all-decode steps of a quantized model in one C++ call) gives exactly
 the module path's tokens and log-probabilities: the same ops in the same order. It runs only where
-it applies: decode steps of a packed-block model, not prefill chunks, nor float models."""
+it applies: decode steps of a quantized model, not prefill chunks, nor float models."""
 
 import pytest
 from test_model_families import build
@@ -48,7 +48,7 @@ def count_calls(engine) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("mode", ["int4", "q8_0"])
+@pytest.mark.parametrize("mode", ["int4", "q8_0", "int8"])
 def test_the_fused_stack_equals_the_module_path(tiny_llama_dir, mode):
     fused, modules = (
         make_engine(tiny_llama_dir, quantization=mode),
@@ -69,4 +69,3 @@ def test_qkv_biases_are_applied_in_the_stack(tmp_path_factory, smollm2_dir):
 
 def test_float_models_keep_the_module_path(tiny_llama_dir):
     assert make_engine(tiny_llama_dir).executor.runner.fused_decode is None
-    assert make_engine(tiny_llama_dir, quantization="int8").executor.runner.fused_decode is None

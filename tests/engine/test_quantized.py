@@ -137,3 +137,18 @@ def test_calibration_fits_a_model_whose_context_is_shorter_than_the_calibration_
     while engine.has_unfinished_requests():
         outputs += engine.step(only_finished=True)
     assert len(outputs[0].outputs[0].token_ids) == 4
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, smooth, bias):
+    from loomlm.engine.models import quantized
+
+    if quantized._C is None:
+        pytest.skip("loomlm._C is not built")
+    layer = float_layer(bias=bias)
+    x = torch.randn(5, 64) * torch.linspace(0.1, 8, 64)
+    q = Int8Linear(layer.weight_t, layer.bias, x.abs().amax(dim=0) if smooth else None)
+    native = q(x)
+    monkeypatch.setattr(quantized, "native_ops_apply", lambda _: False)
+    assert torch.equal(native, q(x))  # the same float operations in the same order
