@@ -1,7 +1,8 @@
-"""Builds loomlm._C, the CPU kernels in csrc/ (block-quantized linear layers), against the installed
-torch. Install with ``pip install --no-build-isolation -e .`` after torch, so the extension is
-compiled for the torch it will load into. Without torch at build time (or on a non-x86 machine) the
-package installs without it and the int4 layers run their pure-torch reference (slow, exact)."""
+"""Builds loomlm._C, the CPU kernels in csrc/ (block-quantized and int8 linear layers, the per-layer
+ops, the fused decode stack, multi-LoRA), against the installed torch. Install with
+``pip install --no-build-isolation -e .`` after torch, so the extension is compiled for the torch it
+will load into. Without torch at build time (or on a non-x86 machine) the package installs without
+it and every op runs its pure-torch reference (slower, same results to float rounding)."""
 
 import platform
 import sys
@@ -28,6 +29,7 @@ else:
                     "csrc/decode_stack.cpp",
                     "csrc/quant_kernels.cpp",
                     "csrc/model_ops.cpp",
+                    "csrc/lora_ops.cpp",
                 ],
                 extra_compile_args=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"],
                 extra_link_args=["-fopenmp"],

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup, SlotLayout
+from loomlm.adapters.cpu_native import NativeLoRAPlan, native_lora_applies, plan_native
 from loomlm.kernels.lora_types import LoRAKernelMeta
 
 # Default ``batch_max_tokens``: a slot with more tokens than this in a step runs alone, since its
@@ -44,13 +45,18 @@ class CPULoRAScratch:
         max_rank: int,
         max_num_tokens: int,
         batch_max_tokens: int = BATCH_MAX_TOKENS,
+        native: bool | None = None,
     ):
-        """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never)."""
+        """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never).
+        ``native``: decode-sized slots in C++ (`cpu_native.py`; default: where it applies)."""
         if batch_max_tokens < 0:
             raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
         self.batch_max_tokens = batch_max_tokens
         max_rows = num_slots * batch_max_tokens  # every batched slot pads to at most this many
         dtype = next(iter(groups.values())).rows.dtype
+        if native and not native_lora_applies(dtype):
+            raise ValueError("the C++ LoRA path needs loomlm._C and float32 adapter weights")
+        self.native = native_lora_applies(dtype) if native is None else native
         max_in = max(g.in_features for g in groups.values())
         max_y = max(len(g.modules) for g in groups.values()) * max_rank
         self.x_gathered = torch.empty(max_rows * max_in, dtype=dtype)
@@ -121,6 +127,7 @@ class GroupPlan:
     group: CPULoRAGroup
     singles: tuple[SingleRun, ...]
     batched: BatchedPlan | None
+    native: NativeLoRAPlan | None = None  # decode-sized slots in C++, where it applies
 
 
 class CPULoRAStep:
@@ -143,7 +150,8 @@ class CPULoRAStep:
         ids_np = sorted_ids.numpy()
         self.run_deltas = scratch.run_deltas
         self.plans = {
-            name: _plan_group(name, group, scratch, slots, ids_np) for name, group in groups.items()
+            name: _plan_group(name, group, scratch, slots, ids_np, scratch.native)
+            for name, group in groups.items()
         }
 
     def apply(self, layer: int, group: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -166,6 +174,8 @@ class CPULoRAStep:
                 target[:, part.out_offset : part.out_offset + part.width].addmm_(y_m, part.b_t)
             if ids is not None:
                 out.index_add_(0, ids, target)
+        if plan.native is not None:
+            plan.native.apply(x, out, plan.group.rows[layer])
         batched = plan.batched
         if batched is not None:
             torch.index_select(x, 0, batched.token_index, out=batched.x_gathered)
@@ -184,16 +194,25 @@ class CPULoRAStep:
 
 
 def _plan_group(
-    name: str, group: CPULoRAGroup, scratch: CPULoRAScratch, slots: list[SlotTokens], ids_np: np.ndarray
+    name: str,
+    group: CPULoRAGroup,
+    scratch: CPULoRAScratch,
+    slots: list[SlotTokens],
+    ids_np: np.ndarray,
+    native: bool,
 ) -> GroupPlan:
-    """Split the step's slots into per-adapter runs and batched same-layout classes for one fused layer."""
+    """Split the step's slots into per-adapter runs and batched same-layout classes for one fused layer
+    (``native``: the decode-sized slots all run in C++ instead of batched classes)."""
     singles: list[SingleRun] = []
     by_layout: dict[SlotLayout, list[SlotTokens]] = {}
+    native_members: list[tuple[int, int, int]] = []
     for tokens in slots:
         layout = group.layouts[tokens.slot]
         if not layout.rank:
             continue
-        if tokens.count <= scratch.batch_max_tokens:
+        if native and tokens.count <= scratch.batch_max_tokens:
+            native_members.append((tokens.slot, tokens.count, tokens.ids_start))
+        elif tokens.count <= scratch.batch_max_tokens:
             by_layout.setdefault(layout, []).append(tokens)
         else:
             singles.append(tokens.run)
@@ -204,7 +223,8 @@ def _plan_group(
         else:  # gathering one slot's weights costs a copy and batches nothing
             singles.append(members[0].run)
     batched = _plan_batched(name, group, scratch, classes, ids_np) if classes else None
-    return GroupPlan(group, tuple(singles), batched)
+    native_plan = plan_native(group, native_members, ids_np) if native_members else None
+    return GroupPlan(group, tuple(singles), batched, native_plan)
 
 
 def _plan_batched(

@@ -44,10 +44,13 @@ class LoRAModelWeights:
         device: str | torch.device = "cpu",
         use_kernels: bool | None = None,
         cpu_batch_max_tokens: int = BATCH_MAX_TOKENS,
+        cpu_native: bool | None = None,
     ) -> None:
         """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only).
         ``cpu_batch_max_tokens``: on the CPU layout, the most tokens a slot may have in a step to run
-        batched with same-layout slots (see `loomlm.adapters.cpu_step`; 0 runs every slot alone)."""
+        batched with same-layout slots (see `loomlm.adapters.cpu_step`; 0 runs every slot alone).
+        ``cpu_native``: run those slots in C++ instead (`loomlm.adapters.cpu_native`; default: where
+        the extension is built and the weights are float32)."""
         self.spec = spec
         self.num_slots = num_slots
         self.max_rank = max_rank
@@ -74,7 +77,7 @@ class LoRAModelWeights:
                 for group, modules in spec.groups.items()
             }
             self.cpu_scratch = CPULoRAScratch(
-                self.cpu_groups, num_slots, max_rank, max_num_tokens, cpu_batch_max_tokens
+                self.cpu_groups, num_slots, max_rank, max_num_tokens, cpu_batch_max_tokens, cpu_native
             )
 
     def write_slot(self, slot: int, adapter: LoRAAdapter) -> None:

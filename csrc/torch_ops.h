@@ -17,6 +17,12 @@ torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
                           const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias);
 
+// LoRA of decode-sized token groups, in place on out [T, width]: for slot group g, tokens
+// token_ids[starts[g] : starts[g+1]] through row rows[info[g, 0]] of rank info[g, 1] holding
+// info[g, 2] modules, whose (out offset, width) pairs follow in info[g, 3:].
+void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
+                      const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info);
+
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);
 void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,

@@ -12,6 +12,7 @@ from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter
 from loomlm.engine.models.arch import LlamaArch
+from loomlm.kernels.quant_linear import _C
 
 NAMES = ("all8", "rs4", "re16", "all8b")
 # The tiny Llamas' fused layers, from the model's packing (the spec fixture is not there at collection).
@@ -40,9 +41,14 @@ def reference_update(adapter_of_token, layer, group, x, spec):
     return out
 
 
-def make_weights(spec, adapters, slot_names, *, use_kernels=False, max_num_tokens=64):
+def make_weights(spec, adapters, slot_names, *, use_kernels=False, max_num_tokens=64, cpu_native=False):
     weights = LoRAModelWeights(
-        spec, num_slots=len(slot_names), max_rank=16, max_num_tokens=max_num_tokens, use_kernels=use_kernels
+        spec,
+        num_slots=len(slot_names),
+        max_rank=16,
+        max_num_tokens=max_num_tokens,
+        use_kernels=use_kernels,
+        cpu_native=cpu_native,
     )
     for slot, name in enumerate(slot_names):
         if name is not None:
@@ -82,14 +88,22 @@ STEPS = {
 }
 
 
-@pytest.mark.parametrize("use_kernels", [False, True], ids=["cpu-path", "kernel-path"])
+PATHS = {"cpu-path": dict(), "cpu-native": dict(cpu_native=True), "kernel-path": dict(use_kernels=True)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("layer", [0, 1])
 @pytest.mark.parametrize("case", list(STEPS))
-def test_step_update_matches_per_token_reference(spec, adapters, case, group, layer, use_kernels):
+def test_step_update_matches_per_token_reference(spec, adapters, case, group, layer, path):
+    if path == "cpu-native" and _C is None:
+        pytest.skip("loomlm._C is not built")
     slot_names, token_slots = STEPS[case]
-    weights = make_weights(spec, adapters, slot_names, use_kernels=use_kernels)
-    check_step(spec, adapters, weights, slot_names, token_slots, layer, group)
+    weights = make_weights(spec, adapters, slot_names, **PATHS[path])
+    step = check_step(spec, adapters, weights, slot_names, token_slots, layer, group)
+    if path == "cpu-native":  # decode-sized slots all went to C++; the long prefill run did not
+        assert all(plan.batched is None for plan in step.plans.values())
+        assert step.plans[group].native is not None
 
 
 def test_cpu_path_batches_decode_sized_groups_by_layout(spec, adapters):

@@ -55,11 +55,17 @@ def test_mixed_batch_matches_peft_per_row(
     assert not torch.allclose(rows["r0"][0], base, atol=1e-2)
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["torch-batched", "cpp"])
 def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
-    tiny_llama_dir, tiny_lora_adapters, peft_logits, monkeypatch
+    tiny_llama_dir, tiny_lora_adapters, peft_logits, monkeypatch, native
 ):
-    # all8 and all8b share rank and targets: on the CPU their decode tokens run as one batched class.
+    # all8 and all8b share rank and targets: on the torch path their decode tokens run as one batched
+    # class; on the C++ path every decode-sized slot runs there, each reading its own row.
     engine = make_engine(tiny_llama_dir)
+    scratch = engine.executor.runner.lora_weights.cpu_scratch
+    if native and not scratch.native:
+        pytest.skip("loomlm._C is not built")
+    scratch.native = native
     for name in ("all8", "all8b", "re16"):
         engine.load_adapter(name, str(tiny_lora_adapters[name]))
     rows = record_logits(engine, monkeypatch)
@@ -68,8 +74,11 @@ def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
 
     def spying(meta):
         step = make_step(meta)
-        batched = step.plans["qkv_proj"].batched
-        class_sizes.append([len(c.slots) for c in batched.classes] if batched else [])
+        plan = step.plans["qkv_proj"]
+        if native:
+            class_sizes.append([plan.native.info.shape[0]] if plan.native is not None else [])
+        else:
+            class_sizes.append([len(c.slots) for c in plan.batched.classes] if plan.batched else [])
         # The runner groups the step's chunks by adapter: each adapter's tokens are one run of rows.
         assert all(run.ids is None for plan in step.plans.values() for run in plan.singles)
         return step
@@ -79,7 +88,10 @@ def test_decode_steps_batch_same_layout_adapters_and_keep_parity(
     items = [(f"d{i}", p, names[i]) for i, p in enumerate(prompts(5, 8, 5, 20))]
     outputs = run(engine, items, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
     assert_peft_parity(outputs, rows, items, tiny_llama_dir, tiny_lora_adapters, peft_logits)
-    assert any(2 in sizes for sizes in class_sizes)  # decode steps ran all8 and all8b in one class
+    # Decode steps ran all8 and all8b in one class (torch), or several slots in one C++ call.
+    assert (
+        any(2 in sizes for sizes in class_sizes) if not native else any(s and s[0] >= 2 for s in class_sizes)
+    )
 
 
 def test_chunked_prefill_and_prefix_cache_keep_parity(
