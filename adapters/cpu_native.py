@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 
 def native_lora_applies(dtype: torch.dtype) -> bool:

@@ -30,7 +30,7 @@ torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torc
 
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                                const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                               const torch::Tensor& seq_lens) const {
+                               const torch::Tensor& seq_lens) {
   TORCH_CHECK(hidden.dim() == 2 && hidden.is_contiguous(), "hidden must be contiguous [tokens, hidden]");
   const int64_t tokens = hidden.size(0), head_dim = key_caches_[0].size(3);
   torch::Tensor residual = hidden, x;
@@ -42,7 +42,7 @@ torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, c
     torch::Tensor qkv = linear(normed, layer, kQkvQs);
     if (layer[kQkvBias].numel()) qkv.add_(layer[kQkvBias]);
     ops::rotary_store_kv(qkv, cos, sin, num_heads_ + num_kv_heads_, num_heads_, num_kv_heads_, slot_mapping,
-                         const_cast<torch::Tensor&>(key_caches_[l]), const_cast<torch::Tensor&>(value_caches_[l]));
+                         key_caches_[l], value_caches_[l]);
     const torch::Tensor query = qkv.view({tokens, -1, head_dim}).narrow(1, 0, num_heads_);
     const torch::Tensor attn =
         ops::decode_attention(query, key_caches_[l], value_caches_[l], block_tables, seq_lens, scale_);

@@ -34,7 +34,7 @@ class DecodeStack {
   // the residual stream). Returns the last layer's output plus the stream: the final norm's input.
   torch::Tensor run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                    const torch::Tensor& seq_lens) const;
+                    const torch::Tensor& seq_lens);
 
  private:
   torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const;

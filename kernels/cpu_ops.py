@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from loomlm.kernels.kv_store import store_kv, store_kv_ref
+from loomlm.kernels.native import _C
 from loomlm.kernels.paged_attention_cpu import decode_batch
-from loomlm.kernels.quant_linear import _C
 
 
 def native_ops_apply(x: torch.Tensor) -> bool:

@@ -13,20 +13,16 @@ Q4_1 = fp16 d, fp16 m, 16 bytes whose low nibbles are weights 0-15 and high nibb
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
+
+from loomlm.kernels.native import _C
 
 BLOCK = 32
 Q4_1_BYTES = 20
 Q8_0_BYTES = 34
 FORMATS = {"q4_1": Q4_1_BYTES, "q8_0": Q8_0_BYTES}
-
-try:
-    _C = importlib.import_module("loomlm._C")
-except ImportError:  # built without torch at install time, or not x86: the references run
-    _C = None
 
 
 def native_isa() -> str | None:

@@ -16,7 +16,7 @@ from torch import nn
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.block_quant import BlockQuantLinear
 from loomlm.engine.models.quantized import Int8Linear
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 _LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
 

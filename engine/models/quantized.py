@@ -24,7 +24,7 @@ from torch import nn
 
 from loomlm.engine.models.llama import Linear
 from loomlm.kernels.cpu_ops import native_ops_apply
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 QUANTIZATION_MODES = ("int8",)
 REFINED_LAYERS = ("lm_head",)

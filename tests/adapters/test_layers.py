@@ -12,7 +12,7 @@ from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter
 from loomlm.engine.models.arch import LlamaArch
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 NAMES = ("all8", "rs4", "re16", "all8b")
 # The tiny Llamas' fused layers, from the model's packing (the spec fixture is not there at collection).

@@ -8,7 +8,7 @@ from test_model_families import build
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.sampling_params import SamplingParams
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
 

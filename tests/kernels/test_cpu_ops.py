@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loomlm.kernels import cpu_ops
-from loomlm.kernels.quant_linear import _C
+from loomlm.kernels.native import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built (torch absent at install)")
 HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from loomlm.kernels import AttentionWorkspace, paged_attention, paged_attention_ref, paged_attention_triton
+from loomlm.kernels.native import _C
 from loomlm.kernels.paged_attention import paged_attention_native
-from loomlm.kernels.quant_linear import _C
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
