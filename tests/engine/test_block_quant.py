@@ -7,25 +7,14 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_quantized import make_engine
 
-from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
+from loomlm.engine.config import EngineConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.models.block_quant import BlockQuantLinear, quantize_blocks
 from loomlm.engine.models.llama import Linear
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.kernels import quant_linear as ql
-
-
-def make_engine(model_dir, **options) -> LLMEngine:
-    return LLMEngine(
-        EngineConfig(
-            model=str(model_dir),
-            scheduler=SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, max_model_len=256),
-            cache=CacheConfig(block_size=8, num_blocks=128),
-            lora=LoRAConfig(enable=True, max_loras=2, max_lora_rank=16),
-            **options,
-        )
-    )
 
 
 @pytest.mark.parametrize(("mode", "linear_fmt"), [("int4", "q4_1"), ("q8_0", "q8_0")])
