@@ -5,6 +5,7 @@ machine's roofs, and the bytes and FLOPs each op must move or compute in a given
 from __future__ import annotations
 
 import functools
+import importlib
 import statistics
 import time
 from collections import defaultdict
@@ -82,7 +83,6 @@ class _Proxy:
 def instrument(engine, timers: Timers) -> Callable[[], None]:
     """Wrap every op of ``engine``'s step with ``timers``; returns the function that undoes it."""
     from loomlm.engine.models import attention, llama
-    from loomlm.kernels import paged_attention as attn_dispatch
     from loomlm.kernels import paged_attention_cpu as attn_cpu
 
     undo: list[Callable[[], None]] = []
@@ -113,6 +113,8 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
         patch(module, "forward", label)
     patch(llama, "rotary_store_kv", "rotary + KV store")
     patch(attention, "paged_attention", "attn: other")  # its own time, less the decode and SDPA
+    # The module, not the function of the same name that loomlm.kernels exports.
+    attn_dispatch = importlib.import_module("loomlm.kernels.paged_attention")
     patch(attn_dispatch, "decode_attention", "attn: decode")
     gather = timers.wrap("attn: KV gather (torch decode path)", torch.index_select)
     patch(attn_cpu, "torch", None, _Proxy(torch, index_select=gather))
