@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
+from loomlm.engine.probe import median_seconds
 
 # Row labels of the step tables, in order. "Python overhead" rows come last.
 LINEARS = ("linear: qkv_proj", "linear: o_proj", "linear: gate_up_proj", "linear: down_proj")
@@ -161,20 +161,10 @@ class Roofs:
         return max(self.gemm_mm_gflops, self.gemm_dnn_gflops or 0.0)
 
 
-def _median_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _copy_gbs(nbytes: int, repeats: int) -> float:
     src = torch.rand(nbytes // 4)
     dst = torch.empty_like(src)
-    return 2 * nbytes / _median_s(lambda: dst.copy_(src), repeats) / 1e9
+    return 2 * nbytes / median_seconds(lambda: dst.copy_(src), repeats) / 1e9
 
 
 def _matmul_s(rows: int, k: int, n: int, repeats: int) -> tuple[float, float | None]:
@@ -182,13 +172,13 @@ def _matmul_s(rows: int, k: int, n: int, repeats: int) -> tuple[float, float | N
     oneDNN with W prepacked (``torch.ops.mkldnn``, what torch.compile's CPU freezing uses; None
     where this torch build lacks it)."""
     weight, x = torch.rand(k, n), torch.rand(rows, k)
-    t_mm = _median_s(lambda: torch.mm(x, weight), repeats)
+    t_mm = median_seconds(lambda: torch.mm(x, weight), repeats)
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), None)
     except (AttributeError, RuntimeError):
         return t_mm, None
     weight = None  # free it before timing the packed copy
-    return t_mm, _median_s(
+    return t_mm, median_seconds(
         lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""), repeats
     )
 
@@ -201,7 +191,7 @@ def measure_roofs(quick: bool) -> Roofs:
     n = 1024 if quick else 2048
     gemm_mm, gemm_dnn = _matmul_s(n, n, n, repeats)
     small = torch.rand(576)
-    floor = _median_s(lambda: [torch.add(small, small) for _ in range(1000)], repeats) / 1000
+    floor = median_seconds(lambda: [torch.add(small, small) for _ in range(1000)], repeats) / 1000
     return Roofs(
         copy,
         nbytes / gemv_mm / 1e9,

@@ -17,7 +17,11 @@ from loomlm.kernels.paged_attention_cpu import decode_batch
 
 
 def native_ops_apply(x: torch.Tensor) -> bool:
-    return _C is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    return native_ops_available(x.dtype, x.device)
+
+
+def native_ops_available(dtype: torch.dtype, device: torch.device) -> bool:
+    return _C is not None and torch.device(device).type == "cpu" and dtype == torch.float32
 
 
 def rms_norm_ref(

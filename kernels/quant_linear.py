@@ -4,7 +4,7 @@ their dequantizers, and ``x @ W^T`` over the blocks.
 
 The products quantize the activations per row and per 32-block to int8 and sum each block's exact
 integer dot product under the two blocks' scales, as llama.cpp does (`*_ref`: the math in torch,
-the test oracle and the path where the extension is missing). `loomlm._C` runs the same math in
+the test oracle and the path where the extension is missing). `loomlm._C` (`native.py`) runs the same math in
 C++ (AVX-512 VNNI where the CPU has it, chosen at run time; scalar otherwise) on torch's threads.
 
 Layouts, per block of 32 weights along the input dimension (row-major ``[out, in / 32 * bytes]``):
@@ -110,9 +110,6 @@ class PackedBlocks:
     @property
     def padded_in_features(self) -> int:
         return self.scales.shape[1] * BLOCK
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.qs, self.scales, self.mins) if t is not None)
 
 
 def pack_blocks(blocks: torch.Tensor, fmt: str, in_features: int) -> PackedBlocks:

@@ -19,7 +19,7 @@ from loomlm.engine.models.loader import load_model
 from loomlm.engine.models.quantized import calibrate, quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
-from loomlm.kernels.cpu_ops import native_ops_apply
+from loomlm.kernels.cpu_ops import native_ops_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,6 +93,6 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         choices = choose_linear_kernels(model, device, dtype)
         kernels = ", ".join(f"{i}x{o} {kernel}" for (i, o), kernel in choices.items()) or "torch.mm"
         report = f"{spec.dtype}: {kernels}"
-    native = native_ops_apply(torch.empty(0, dtype=dtype, device=device))
+    native = native_ops_available(dtype, device)
     runner.kernel_report = report + ("; norms, rotary, decode attention: loomlm._C" if native else "")
     return runner
