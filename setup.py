@@ -28,6 +28,7 @@ else:
                     "csrc/torch_ops.cpp",
                     "csrc/decode_stack.cpp",
                     "csrc/quant_kernels.cpp",
+                    "csrc/quant_avx2.cpp",
                     "csrc/model_ops.cpp",
                     "csrc/lora_ops.cpp",
                 ],

@@ -10,11 +10,12 @@ namespace ops = loomlm::ops;
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "loomlm's CPU kernels: block-quantized linear layers and the float32 per-layer ops";
   m.def("q4_1_linear", &ops::q4_1_linear, "x [rows, in] float32 @ packed Q4_1 W^T -> [rows, out]", py::arg("x"),
-        py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("simd") = true);
+        py::arg("qs"), py::arg("scales"), py::arg("mins"), py::arg("isa") = "auto");
   m.def("q8_0_linear", &ops::q8_0_linear, "x [rows, in] float32 @ packed Q8_0 W^T -> [rows, out]", py::arg("x"),
-        py::arg("qs"), py::arg("scales"), py::arg("simd") = true);
+        py::arg("qs"), py::arg("scales"), py::arg("isa") = "auto");
   m.def("int8_linear", &ops::int8_linear, "per-channel int8 layer with per-row int8 activations", py::arg("x"),
-        py::arg("qweight"), py::arg("w_scale"), py::arg("inv_smooth"), py::arg("bias"));
+        py::arg("qweight"), py::arg("w_scale"), py::arg("inv_smooth"), py::arg("bias"), py::arg("kernel") = "auto");
+  m.def("int8_kernel", &ops::int8_kernel, "the int8 GEMM int8_linear runs by default on this CPU");
   m.def("lora_slots_apply", &ops::lora_slots_apply, "LoRA of decode-sized token groups, added into out",
         py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("token_ids"), py::arg("starts"), py::arg("info"));
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
@@ -33,5 +34,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("run", &loomlm::DecodeStack::run, "every layer of an all-decode step", py::arg("hidden"), py::arg("cos"),
            py::arg("sin"), py::arg("slot_mapping"), py::arg("block_tables"), py::arg("seq_lens"),
            py::call_guard<py::gil_scoped_release>());
-  m.def("kernel_isa", &loomlm::kernel_isa, "the instruction set the kernels run on", py::arg("simd") = true);
+  m.def("kernel_isa", [] { return std::string(loomlm::isa_name(loomlm::best_isa())); },
+        "the instruction set the block kernels run on by default");
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (const auto isa : {loomlm::Isa::kScalar, loomlm::Isa::kAvx2, loomlm::Isa::kAvx512Vnni})
+      if (loomlm::isa_supported(isa)) names.emplace_back(loomlm::isa_name(isa));
+    return names;
+  }, "every instruction set whose kernels this CPU can run");
 }

@@ -1,10 +1,13 @@
-// Q4_1 / Q8_0 linear kernels: a scalar version, and an AVX-512 VNNI one chosen at run time where the
-// CPU has it (the same source builds everywhere; nothing assumes the build machine's CPU).
+// Q4_1 / Q8_0 linear kernels: a scalar version and an AVX-512 VNNI one (the AVX2 ones are in
+// quant_avx2.cpp), and the dispatch among them. The best the CPU has is chosen at run time (the same
+// source builds everywhere; nothing assumes the build machine's CPU).
 //
 // Both follow llama.cpp's block arithmetic: activations are quantized per 32-block to int8, each
 // block's integer dot product is exact, and the weight block's scale times the activation block's
 // is applied per block; Q4_1 adds the block's min times the activation block's sum.
 #include "quant_kernels.h"
+
+#include "quant_isa.h"
 
 #include <immintrin.h>
 
@@ -223,23 +226,63 @@ bool has_avx512_vnni() {
 
 }  // namespace
 
-const char* kernel_isa(bool simd) { return simd && has_avx512_vnni() ? "avx512_vnni" : "scalar"; }
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return has_avx512_vnni();
+    case Isa::kAvx2:
+      return avx2::supported();
+    default:
+      return true;
+  }
+}
 
-void quantize_activations(const float* x, int64_t rows, int64_t K, int8_t* q, float* scale, float* sum, bool simd) {
-  if (simd && has_avx512_vnni()) return quantize_activations_avx512(x, rows, K, q, scale, sum);
+Isa best_isa() {
+  if (has_avx512_vnni()) return Isa::kAvx512Vnni;
+  return avx2::supported() ? Isa::kAvx2 : Isa::kScalar;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return "avx512_vnni";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "scalar";
+  }
+}
+
+// Each entry point runs the requested ISA's code; callers pass only supported ones (torch_ops checks).
+void quantize_activations(const float* x, int64_t rows, int64_t K, int8_t* q, float* scale, float* sum, Isa isa) {
+  if (isa == Isa::kAvx512Vnni) return quantize_activations_avx512(x, rows, K, q, scale, sum);
+  if (isa == Isa::kAvx2) return avx2::quantize_activations(x, rows, K, q, scale, sum);
   quantize_activations_scalar(x, rows, K, q, scale, sum);
 }
 
 void q4_1_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K, int64_t N,
-                      int64_t n_begin, int64_t n_end, float* out, bool simd) {
-  if (simd && has_avx512_vnni()) return rows_avx512<true>(w, act, rows, K, N, n_begin, n_end, out);
+                      int64_t n_begin, int64_t n_end, float* out, Isa isa) {
+  if (isa == Isa::kAvx512Vnni) return rows_avx512<true>(w, act, rows, K, N, n_begin, n_end, out);
+  if (isa == Isa::kAvx2) return avx2::q4_1_rows(w, act, rows, K, N, n_begin, n_end, out);
   q4_1_rows_scalar(w, act, rows, K, N, n_begin, n_end, out);
 }
 
 void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K, int64_t N,
-                      int64_t n_begin, int64_t n_end, float* out, bool simd) {
-  if (simd && has_avx512_vnni()) return rows_avx512<false>(w, act, rows, K, N, n_begin, n_end, out);
+                      int64_t n_begin, int64_t n_end, float* out, Isa isa) {
+  if (isa == Isa::kAvx512Vnni) return rows_avx512<false>(w, act, rows, K, N, n_begin, n_end, out);
+  if (isa == Isa::kAvx2) return avx2::q8_0_rows(w, act, rows, K, N, n_begin, n_end, out);
   q8_0_rows_scalar(w, act, rows, K, N, n_begin, n_end, out);
+}
+
+void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
+                      int64_t n_end, int32_t* acc, Isa isa) {
+  if (isa != Isa::kScalar && avx2::supported()) return avx2::int8_rows(xq, rows, K, w, N, n_begin, n_end, acc);
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      int32_t total = 0;
+      for (int64_t k = 0; k < K; ++k) total += int32_t{w[n * K + k]} * xq[m * K + k];
+      acc[m * N + n] = total;
+    }
 }
 
 }  // namespace loomlm

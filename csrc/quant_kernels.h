@@ -28,17 +28,25 @@ struct PackedWeights {
   const uint16_t* mins;    // fp16 bits (Q4_1 only)
 };
 
-// `simd` false: the scalar code even where the CPU has AVX-512 (the tests compare both paths).
-void quantize_activations(const float* x, int64_t rows, int64_t K, int8_t* q, float* scale, float* sum,
-                          bool simd);
+// The instruction sets the kernels are written for; the best one the CPU has is the default, and the
+// tests run every one the CPU can (each against the same torch reference).
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2 };
+Isa best_isa();
+bool isa_supported(Isa isa);
+const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512_vnni"
+
+void quantize_activations(const float* x, int64_t rows, int64_t K, int8_t* q, float* scale, float* sum, Isa isa);
 
 // out[m, n] for n in [n_begin, n_end), every m < rows; out's row stride is N.
 void q4_1_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K,
-                      int64_t N, int64_t n_begin, int64_t n_end, float* out, bool simd);
+                      int64_t N, int64_t n_begin, int64_t n_end, float* out, Isa isa);
 void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K,
-                      int64_t N, int64_t n_begin, int64_t n_end, float* out, bool simd);
+                      int64_t N, int64_t n_begin, int64_t n_end, float* out, Isa isa);
 
-// The instruction set the kernels run on this CPU: "avx512_vnni" or "scalar".
-const char* kernel_isa(bool simd);
+// int8 per-channel weights w [N, K] times per-row int8 activations xq [rows, K]: the exact int32 sums
+// acc[m, n] for n in [n_begin, n_end) (row stride N). Written for scalar and AVX2 (an AVX-512 CPU runs
+// the AVX2 code; int8_linear prefers oneDNN's VNNI GEMM there).
+void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
+                      int64_t n_end, int32_t* acc, Isa isa);
 
 }  // namespace loomlm

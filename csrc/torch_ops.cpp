@@ -15,7 +15,18 @@ namespace loomlm::ops {
 namespace {
 
 using RowsKernel = void (*)(const loomlm::PackedWeights&, const loomlm::QuantizedActivations&, int64_t, int64_t,
-                            int64_t, int64_t, int64_t, float*, bool);
+                            int64_t, int64_t, int64_t, float*, loomlm::Isa);
+
+loomlm::Isa isa_named(const std::string& name) {
+  if (name == "auto") return loomlm::best_isa();
+  for (const auto isa : {loomlm::Isa::kScalar, loomlm::Isa::kAvx2, loomlm::Isa::kAvx512Vnni}) {
+    if (name == loomlm::isa_name(isa)) {
+      TORCH_CHECK(loomlm::isa_supported(isa), "this CPU cannot run the ", name, " kernels");
+      return isa;
+    }
+  }
+  TORCH_CHECK(false, "unknown kernel instruction set '", name, "' (auto, scalar, avx2, avx512_vnni)");
+}
 
 void check_half(const torch::Tensor& t, int64_t N, int64_t nb, const char* name) {
   TORCH_CHECK(t.scalar_type() == torch::kFloat16 && t.is_contiguous() && t.dim() == 2 && t.size(0) == N &&
@@ -24,7 +35,8 @@ void check_half(const torch::Tensor& t, int64_t N, int64_t nb, const char* name)
 }
 
 torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
-                           const torch::Tensor* mins, RowsKernel kernel, bool simd) {
+                           const torch::Tensor* mins, RowsKernel kernel, const std::string& isa_name) {
+  const loomlm::Isa isa = isa_named(isa_name);
   TORCH_CHECK(x.device().is_cpu() && qs.device().is_cpu(), "block-quantized linear layers run on the CPU");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x must be [rows, in] float32");
   const int64_t rows = x.size(0), K = x.size(1), N = qs.size(0), nb = K / loomlm::kBlock;
@@ -41,7 +53,7 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, cons
   auto act_scale = torch::empty({rows, nb}, x.options());
   auto act_sum = torch::empty({rows, nb}, x.options());
   loomlm::quantize_activations(xc.data_ptr<float>(), rows, K, act_q.data_ptr<int8_t>(), act_scale.data_ptr<float>(),
-                               act_sum.data_ptr<float>(), simd);
+                               act_sum.data_ptr<float>(), isa);
   const loomlm::QuantizedActivations act{act_q.data_ptr<int8_t>(), act_scale.data_ptr<float>(),
                                          act_sum.data_ptr<float>()};
   const loomlm::PackedWeights w{static_cast<const uint8_t*>(qs.data_ptr()),
@@ -49,7 +61,7 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, cons
                                 mins != nullptr ? reinterpret_cast<const uint16_t*>(mins->data_ptr()) : nullptr};
   float* y = out.data_ptr<float>();
   // Chunks of at least 16 output columns: enough work per task to hide the pool's wake-up.
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { kernel(w, act, rows, K, N, begin, end, y, simd); });
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { kernel(w, act, rows, K, N, begin, end, y, isa); });
   return out;
 }
 
@@ -66,18 +78,29 @@ void check_cache(const torch::Tensor& cache, const char* name) {
 
 }  // namespace
 
-torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
-                          const torch::Tensor& mins, bool simd) {
-  return block_linear(x, qs, scales, &mins, loomlm::q4_1_linear_rows, simd);
+std::string int8_kernel() {
+  // oneDNN's int8 GEMM has VNNI kernels; without VNNI it ran 4-25x slower than float32 here (AMD Zen 3,
+  // bench/quant.py), where loomlm's AVX2 kernel runs (vpmaddubsw with exact int16 pairs).
+  const loomlm::Isa best = loomlm::best_isa();
+  return best == loomlm::Isa::kAvx2 ? "avx2" : "onednn";
 }
 
-torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales, bool simd) {
-  return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, simd);
+torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
+                          const torch::Tensor& mins, const std::string& isa) {
+  return block_linear(x, qs, scales, &mins, loomlm::q4_1_linear_rows, isa);
+}
+
+torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
+                          const std::string& isa) {
+  return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, isa);
 }
 
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
-                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias) {
+                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias,
+                          const std::string& kernel) {
   check_float_rows(x, 2, "x");
+  const std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
+  const loomlm::Isa isa = chosen == "onednn" ? loomlm::Isa::kScalar : isa_named(chosen);
   const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
   // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).
   TORCH_CHECK(qweight.scalar_type() == torch::kInt8 && qweight.dim() == 2 && qweight.size(1) == K,
@@ -99,7 +122,17 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, 
     loomlm::int8_quantize_rows(x.data_ptr<float>(), x.stride(0), smooth, K, begin, end, xq.data_ptr<int8_t>(),
                                x_scale.data_ptr<float>());
   });
-  const torch::Tensor acc = at::_int_mm(xq, qweight.t());
+  torch::Tensor acc;
+  if (chosen == "onednn") {
+    acc = at::_int_mm(xq, qweight.t());
+  } else {
+    TORCH_CHECK(qweight.is_contiguous(), "the ", chosen, " int8 kernel reads qweight as contiguous [out, in]");
+    acc = torch::empty({T, N}, x.options().dtype(torch::kInt32));
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      loomlm::int8_linear_rows(xq.data_ptr<int8_t>(), T, K, qweight.data_ptr<int8_t>(), N, begin, end,
+                               acc.data_ptr<int32_t>(), isa);
+    });
+  }
   auto out = torch::empty({T, N}, x.options());
   at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
     loomlm::int8_dequantize_rows(acc.data_ptr<int32_t>(), x_scale.data_ptr<float>(), w_scale.data_ptr<float>(),

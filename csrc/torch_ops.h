@@ -8,14 +8,17 @@ namespace loomlm::ops {
 
 // x [rows, in] float32 (in padded to a multiple of 64) times packed block weights -> [rows, out].
 torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
-                          const torch::Tensor& mins, bool simd = true);
+                          const torch::Tensor& mins, const std::string& isa = "auto");
 torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
-                          bool simd = true);
+                          const std::string& isa = "auto");
 
 // int8 per-channel layer: x [rows, in] float32 (times inv_smooth when it has elements), quantized
-// per row, times qweight [out, in] int8 in oneDNN's int8 GEMM, rescaled by w_scale [out] (+ bias).
+// per row, times qweight [out, in] int8 (exact int32 sums), rescaled by w_scale [out] (+ bias). kernel:
+// "onednn" (torch._int_mm), "avx2" or "scalar" (loomlm's), or "auto": int8_kernel(), this CPU's best.
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
-                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias);
+                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias,
+                          const std::string& kernel = "auto");
+std::string int8_kernel();
 
 // LoRA of decode-sized token groups, in place on out [T, width]: for slot group g, tokens
 // token_ids[starts[g] : starts[g+1]] through row rows[info[g, 0]] of rank info[g, 1] holding

@@ -16,7 +16,7 @@ from loomlm.engine.models.block_quant import BLOCK_MODES, quantize_blocks
 from loomlm.engine.models.gguf_blocks import read_default_blocks
 from loomlm.engine.models.linear_kernels import choose_linear_kernels
 from loomlm.engine.models.loader import load_model
-from loomlm.engine.models.quantized import calibrate, quantize_model
+from loomlm.engine.models.quantized import calibrate, int8_gemm_name, quantize_model
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
 from loomlm.kernels.cpu_ops import native_ops_available
@@ -86,7 +86,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             else None
         )
         quantize_model(model, spec.quantization, absmax)
-        report = "int8: torch._int_mm (oneDNN), per-token activations, SmoothQuant; LM head exact top-64"
+        report = f"int8: {int8_gemm_name()}, per-token activations, SmoothQuant; LM head exact top-64"
         if runner.enable_fused_decode():
             report += "; decode steps: one fused C++ call for all layers"
     else:

@@ -4,8 +4,10 @@ Weights: int8 per output channel, symmetric. Activations: int8 per token (one sc
 quantized each step (dynamic), after a SmoothQuant rescale: input channel j is divided by
 ``s_j = sqrt(max|x_j| / max|W_:,j|)`` and W's column j multiplied by it (the product is unchanged;
 activation outliers move into the weights, which quantize per channel). ``max|x_j|`` comes from
-running a calibration text through the float model (`calibrate`). The product runs in
-``torch._int_mm`` (oneDNN's int8 GEMM, VNNI where the CPU has it) with int32 sums, rescaled after.
+running a calibration text through the float model (`calibrate`). The product is exact int32 sums,
+rescaled after, from the int8 GEMM this CPU runs best (`int8_gemm_name`): oneDNN's (``torch._int_mm``)
+where the CPU has AVX-512 VNNI, loomlm._C's AVX2 kernel where it has AVX2 only (oneDNN ran 4-25x
+slower than float32 there, AMD Zen 3).
 
 Why this scheme, measured on SmolLM2-135M (perplexity over 4096 held tokens, bench/quant.py):
 per-tensor activations (fbgemm's ``quantized::linear_dynamic``, faster at 8+ rows) cost +72%, +8%
@@ -33,6 +35,12 @@ SMOOTHING_ALPHA = 0.5  # SmoothQuant's migration strength: 0.5 splits the range 
 _NO_SMOOTHING = torch.empty(0)
 
 
+def int8_gemm_name() -> str:
+    """Which int8 GEMM the layers run on this machine (for the bench output)."""
+    kernel = "onednn" if _C is None else _C.int8_kernel()
+    return "torch._int_mm (oneDNN)" if kernel == "onednn" else f"loomlm._C {kernel}"
+
+
 class Int8Linear(nn.Module):
     def __init__(
         self, weight_t: torch.Tensor, bias: torch.Tensor | None, input_absmax: torch.Tensor | None = None
@@ -48,9 +56,10 @@ class Int8Linear(nn.Module):
             weight = weight * smooth
             self.inv_smooth = smooth.reciprocal()
         self.w_scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        # [out, in] contiguous, handed to _int_mm as its [in, out] transpose: the layout the int8 GEMM
-        # reads fastest for the few rows of a decode step (measured).
-        self.qweight = torch.round(weight / self.w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        # [out, in] contiguous: the layout loomlm's int8 kernel reads, and _int_mm takes its [in, out]
+        # transpose as the layout it reads fastest for the few rows of a decode step (measured).
+        qweight = torch.round(weight / self.w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.qweight = qweight.contiguous()
         self.bias = None if bias is None else bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [num_tokens, in_features] float32

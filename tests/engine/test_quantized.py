@@ -152,3 +152,26 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
     native = q(x)
     monkeypatch.setattr(quantized, "native_ops_apply", lambda _: False)
     assert torch.equal(native, q(x))  # the same float operations in the same order
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "scalar", "avx2"])
+@pytest.mark.parametrize(("rows", "in_features", "out_features"), [(1, 576, 960), (6, 1536, 37), (9, 40, 5)])
+def test_every_int8_gemm_gives_the_same_exact_integer_sums(kernel, rows, in_features, out_features):
+    from loomlm.engine.models import quantized
+
+    if quantized._C is None:
+        pytest.skip("loomlm._C is not built")
+    if kernel == "avx2" and "avx2" not in quantized._C.supported_isas():
+        pytest.skip("this CPU has no AVX2")
+    torch.manual_seed(rows)
+    x = torch.randn(rows, in_features)
+    qweight = torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8)
+    qweight[0] = 127  # the largest products: no int16 pair may saturate
+    x[0] = torch.where(torch.arange(in_features) % 2 == 0, 4.0, -4.0)
+    w_scale = torch.rand(out_features) + 0.1
+    got = quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), None, kernel)
+    scale = x.abs().amax(dim=1, keepdim=True) / 127
+    x_int8 = torch.round(x / scale).to(torch.int8)
+    want = (x_int8.long() @ qweight.long().t()).float() * scale * w_scale
+    assert torch.equal(got, want)
+    assert quantized._C.int8_kernel() in ("onednn", "avx2")

@@ -54,21 +54,23 @@ def test_packing_keeps_every_weight_and_pads_to_whole_block_pairs(fmt, in_featur
 
 @needs_extension
 @pytest.mark.parametrize("fmt", ["q4_1", "q8_0"])
-@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512_vnni"])
 @pytest.mark.parametrize(
     ("rows", "in_features", "out_features"),
-    [(1, 576, 960), (3, 96, 40), (5, 1536, 37), (9, 64, 130), (4, 32, 7)],
+    [(1, 576, 960), (3, 96, 40), (5, 1536, 37), (9, 64, 130), (4, 32, 7), (13, 128, 67)],
 )
-def test_the_cpp_kernels_equal_the_torch_reference(fmt, simd, rows, in_features, out_features):
+def test_the_cpp_kernels_equal_the_torch_reference(fmt, isa, rows, in_features, out_features):
+    if isa not in ql._C.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
     torch.manual_seed(rows)
     x = torch.randn(rows, in_features) * torch.linspace(0.1, 4, in_features)
     packed = ql.pack_blocks(QUANTIZE[fmt](weight(out_features, in_features)), fmt, in_features)
     reference = ql.packed_linear_ref(x, packed)
     xp = torch.nn.functional.pad(x, (0, packed.padded_in_features - in_features))
     if fmt == "q4_1":
-        got = ql._C.q4_1_linear(xp, packed.qs, packed.scales, packed.mins, simd)
+        got = ql._C.q4_1_linear(xp, packed.qs, packed.scales, packed.mins, isa)
     else:
-        got = ql._C.q8_0_linear(xp, packed.qs, packed.scales, simd)
+        got = ql._C.q8_0_linear(xp, packed.qs, packed.scales, isa)
     # The integer sums are exact; only the order of the float block sums differs.
     torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ql.packed_linear(x, packed), reference, rtol=1e-5, atol=1e-5)
@@ -102,4 +104,16 @@ def test_wrong_shapes_are_refused_with_the_reason():
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="built on x86-64 only")
 def test_the_extension_is_built_by_the_readmes_install():
     # `pip install --no-build-isolation -e .` compiles it; a silent fallback would hide a broken build.
-    assert ql._C is not None and ql.native_isa() in ("avx512_vnni", "scalar")
+    assert ql._C is not None and ql.native_isa() in ql._C.supported_isas()
+    assert set(ql._C.supported_isas()) <= {"scalar", "avx2", "avx512_vnni"}
+
+
+@needs_extension
+def test_an_instruction_set_the_cpu_lacks_or_does_not_know_is_refused():
+    packed = ql.pack_blocks(ql.quantize_q8_0(weight(8, 64)), "q8_0", 64)
+    with pytest.raises(RuntimeError, match="unknown kernel instruction set"):
+        ql._C.q8_0_linear(torch.randn(1, 64), packed.qs, packed.scales, "sse9")
+    missing = {"avx2", "avx512_vnni"} - set(ql._C.supported_isas())
+    for isa in missing:
+        with pytest.raises(RuntimeError, match="cannot run"):
+            ql._C.q8_0_linear(torch.randn(1, 64), packed.qs, packed.scales, isa)
