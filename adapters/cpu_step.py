@@ -16,7 +16,7 @@ Cost must follow the adapters in the step and their real ranks. Two ways to run 
   tokens are one run).
 
 Padding rows of a batched class read token 0 and are zeroed before the shrink, so they add nothing.
-All buffers come from `CPULoRAScratch`, sized once; the plan is views into them.
+All buffers come from `CPULoRAScratch` (`cpu_scratch.py`), sized once; the plan is views into them.
 """
 
 from __future__ import annotations
@@ -27,57 +27,9 @@ import numpy as np
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup, SlotLayout
-from loomlm.adapters.cpu_native import NativeLoRAPlan, native_lora_applies, plan_native
+from loomlm.adapters.cpu_native import NativeLoRAPlan, plan_native
+from loomlm.adapters.cpu_scratch import CPULoRAScratch
 from loomlm.kernels.lora_types import LoRAKernelMeta
-
-# Default ``batch_max_tokens``: a slot with more tokens than this in a step runs alone, since its
-# matmul is already efficient and padding the other slots of its class up to its count would waste work.
-BATCH_MAX_TOKENS = 16
-
-
-class CPULoRAScratch:
-    """Buffers for the batched path, allocated once for the engine's limits."""
-
-    def __init__(
-        self,
-        groups: dict[str, CPULoRAGroup],
-        num_slots: int,
-        max_rank: int,
-        max_num_tokens: int,
-        batch_max_tokens: int = BATCH_MAX_TOKENS,
-        native: bool | None = None,
-    ):
-        """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never).
-        ``native``: decode-sized slots in C++ (`cpu_native.py`; default: where it applies)."""
-        if batch_max_tokens < 0:
-            raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
-        self.batch_max_tokens = batch_max_tokens
-        max_rows = num_slots * batch_max_tokens  # every batched slot pads to at most this many
-        dtype = next(iter(groups.values())).rows.dtype
-        if native and not native_lora_applies(dtype):
-            raise ValueError("the C++ LoRA path needs loomlm._C and float32 adapter weights")
-        self.native = native_lora_applies(dtype) if native is None else native
-        max_in = max(g.in_features for g in groups.values())
-        max_y = max(len(g.modules) for g in groups.values()) * max_rank
-        self.x_gathered = torch.empty(max_rows * max_in, dtype=dtype)
-        self.y = torch.empty(max_rows * max_y, dtype=dtype)
-        self.weights = torch.empty(num_slots * max(g.rows.shape[2] for g in groups.values()), dtype=dtype)
-        # Per fused layer: delta buffers per module and (packed layers) for all, the padded token
-        # index, pad rows, class slots.
-        self.module_deltas = {
-            name: [torch.zeros(max_rows, w, dtype=dtype) for w in g.widths] for name, g in groups.items()
-        }
-        self.deltas = {
-            name: torch.zeros(max_rows, sum(g.widths), dtype=dtype) if len(g.widths) > 1 else deltas[0]
-            for (name, g), deltas in zip(groups.items(), self.module_deltas.values(), strict=True)
-        }
-        self.token_index = {name: torch.zeros(max_rows, dtype=torch.int64) for name in groups}
-        self.pad_rows = {name: torch.zeros(max_rows, dtype=torch.int64) for name in groups}
-        self.class_slots = {name: torch.zeros(num_slots, dtype=torch.int64) for name in groups}
-        # The per-adapter path's update for a slot whose tokens are not one run, before its scatter.
-        self.run_deltas = torch.empty(
-            max_num_tokens * max(sum(g.widths) for g in groups.values()), dtype=dtype
-        )
 
 
 @dataclass(slots=True)
@@ -153,6 +105,10 @@ class CPULoRAStep:
             name: _plan_group(name, group, scratch, slots, ids_np, scratch.native)
             for name, group in groups.items()
         }
+
+    def all_native(self) -> bool:
+        """Whether every slot of the step runs the C++ path (what the fused decode stack can run)."""
+        return all(not plan.singles and plan.batched is None for plan in self.plans.values())
 
     def apply(self, layer: int, group: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Add the LoRA update of fused layer ``group`` of decoder layer ``layer`` into ``out``."""

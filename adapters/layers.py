@@ -14,7 +14,8 @@ from typing import Protocol
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup, ModuleWeights
-from loomlm.adapters.cpu_step import BATCH_MAX_TOKENS, CPULoRAScratch, CPULoRAStep
+from loomlm.adapters.cpu_scratch import BATCH_MAX_TOKENS, CPULoRAScratch
+from loomlm.adapters.cpu_step import CPULoRAStep
 from loomlm.adapters.kernel_layout import KernelLoRALayer, KernelLoRAStep
 from loomlm.adapters.peft_loader import LoRAAdapter
 from loomlm.adapters.spec import LoRABaseSpec

@@ -39,6 +39,7 @@ from loomlm import LLM, SamplingParams
 from loomlm.engine.dtype_choice import cpu_flags
 from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_files import _extract_gguf
+from loomlm.kernels.quant_linear import native_isa
 
 HELD_MODULES = "argparse logging threading json asyncio email decimal fractions statistics enum functools"
 WINDOW = 512
@@ -196,8 +197,10 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.write_results:
+        capability = torch.backends.cpu.get_cpu_capability()
         header = (
-            f"{datetime.date.today()} · {cpu_model()}, {threads} threads · torch {version('torch')} · "
+            f"{datetime.date.today()} · {cpu_model()} (torch CPU capability {capability},"
+            f" loomlm kernels {native_isa()}), {threads} threads · torch {version('torch')} · "
             f"SmolLM2-135M-Instruct · perplexity over {len(held)} held tokens; decode: 64-token prompt, "
             f"{args.decode_tokens} tokens; batched: {args.requests} x 64-token prompts, {args.max_tokens} "
             f"tokens; {args.repeats} interleaved rounds after a warm-up, medians\n\n"

@@ -33,7 +33,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("num_kv_heads"), py::arg("eps"), py::arg("scale"))
       .def("run", &loomlm::DecodeStack::run, "every layer of an all-decode step", py::arg("hidden"), py::arg("cos"),
            py::arg("sin"), py::arg("slot_mapping"), py::arg("block_tables"), py::arg("seq_lens"),
-           py::call_guard<py::gil_scoped_release>());
+           py::arg("lora") = std::vector<torch::Tensor>{}, py::call_guard<py::gil_scoped_release>());
   m.def("kernel_isa", [] { return std::string(loomlm::isa_name(loomlm::best_isa())); },
         "the instruction set the block kernels run on by default");
   m.def("supported_isas", [] {

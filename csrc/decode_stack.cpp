@@ -28,10 +28,22 @@ torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torc
   return third.numel() ? ops::q4_1_linear(x, weight, scales, third) : ops::q8_0_linear(x, weight, scales);
 }
 
+void DecodeStack::add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
+                           const std::vector<torch::Tensor>& lora) const {
+  if (lora.empty() || lora[4 * group].numel() == 0) return;
+  ops::lora_slots_apply(x, out, lora[4 * group].select(0, l), lora[4 * group + 1], lora[4 * group + 2],
+                        lora[4 * group + 3]);
+}
+
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                                const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                               const torch::Tensor& seq_lens) {
+                               const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora) {
   TORCH_CHECK(hidden.dim() == 2 && hidden.is_contiguous(), "hidden must be contiguous [tokens, hidden]");
+  TORCH_CHECK(lora.empty() || lora.size() == 16, "lora takes four tensors for each of the 4 fused layers");
+  for (size_t g = 0; g < lora.size(); g += 4) {
+    TORCH_CHECK(lora[g].numel() == 0 || (lora[g].dim() == 3 && lora[g].size(0) == int64_t(layers_.size())),
+                "LoRA rows must be [layers, slots, row size] with one entry per decoder layer");
+  }
   const int64_t tokens = hidden.size(0), head_dim = key_caches_[0].size(3);
   torch::Tensor residual = hidden, x;
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -41,14 +53,21 @@ torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, c
                                         : ops::rms_norm(x, residual, layer[kInputNorm], eps_);
     torch::Tensor qkv = linear(normed, layer, kQkvQs);
     if (layer[kQkvBias].numel()) qkv.add_(layer[kQkvBias]);
+    add_lora(normed, qkv, l, 0, lora);
     ops::rotary_store_kv(qkv, cos, sin, num_heads_ + num_kv_heads_, num_heads_, num_kv_heads_, slot_mapping,
                          key_caches_[l], value_caches_[l]);
     const torch::Tensor query = qkv.view({tokens, -1, head_dim}).narrow(1, 0, num_heads_);
     const torch::Tensor attn =
         ops::decode_attention(query, key_caches_[l], value_caches_[l], block_tables, seq_lens, scale_);
-    const torch::Tensor attn_out = linear(attn.view({tokens, num_heads_ * head_dim}), layer, kOQs);
+    const torch::Tensor attn_flat = attn.view({tokens, num_heads_ * head_dim});
+    torch::Tensor attn_out = linear(attn_flat, layer, kOQs);
+    add_lora(attn_flat, attn_out, l, 1, lora);
     const torch::Tensor mlp_in = ops::rms_norm(attn_out, residual, layer[kPostNorm], eps_);
-    x = linear(ops::silu_mul(linear(mlp_in, layer, kGateUpQs)), layer, kDownQs);
+    torch::Tensor gate_up = linear(mlp_in, layer, kGateUpQs);
+    add_lora(mlp_in, gate_up, l, 2, lora);
+    const torch::Tensor hidden_mlp = ops::silu_mul(gate_up);
+    x = linear(hidden_mlp, layer, kDownQs);
+    add_lora(hidden_mlp, x, l, 3, lora);
   }
   return residual.add_(x);
 }

@@ -1,7 +1,8 @@
 // DecodeStack: every decoder layer of an all-decode step in one call, for a model whose linear
-// layers are quantized (int4 / q8_0 blocks, or int8), on one rank, with no adapter in the step. At batch 1 the
-// per-layer Python around the kernels cost as much as the kernels (about 40 calls a layer); this
-// runs the same ops (torch_ops.h) in the same order as the Python layers do, from C++.
+// layers are quantized (int4 / q8_0 blocks, or int8), on one rank; with LoRA adapters where every
+// slot of the step runs the C++ LoRA path (lora_slots_apply). At batch 1 the per-layer Python around
+// the kernels cost as much as the kernels (about 40 calls a layer); this runs the same ops
+// (torch_ops.h) in the same order as the Python layers do, from C++.
 #pragma once
 
 #include <torch/extension.h>
@@ -32,12 +33,18 @@ class DecodeStack {
 
   // hidden: the step's embeddings [T, hidden] (T decode tokens, row t is sequence t; taken over as
   // the residual stream). Returns the last layer's output plus the stream: the final norm's input.
+  // lora: empty (no adapter in the step), or four tensors per fused linear layer (qkv, o, gate_up,
+  // down, in that order): its every-layer slot rows [layers, slots, row size] and the step's plan
+  // (token_ids, starts, info: lora_slots_apply's); empty rows for a layer no adapter targets.
   torch::Tensor run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                    const torch::Tensor& seq_lens);
+                    const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora);
 
  private:
   torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const;
+  // out += the adapters' update of fused linear layer `group` (0..3) of decoder layer `l`.
+  void add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
+                const std::vector<torch::Tensor>& lora) const;
 
   std::vector<std::vector<torch::Tensor>> layers_;
   std::vector<torch::Tensor> key_caches_, value_caches_;

@@ -85,12 +85,8 @@ class ModelRunner:
                 raise ValueError("a request has an adapter slot but the runner has no LoRA weights")
             lora = self.lora_weights.step(self._lora_builder.build(model_input.token_slots))
         input_ids, positions = self._to_device(model_input.input_ids), self._to_device(model_input.positions)
-        if (
-            self.fused_decode is not None
-            and lora is None
-            and FusedDecode.applies(metadata, input_ids.shape[0])
-        ):
-            hidden = self.fused_decode.forward(input_ids, positions, metadata)
+        if self.fused_decode is not None and FusedDecode.applies(metadata, input_ids.shape[0], lora):
+            hidden = self.fused_decode.forward(input_ids, positions, metadata, lora)
         else:
             hidden = self.model(input_ids, positions, self.kv_caches, metadata, lora)
         logits = self.model.compute_logits(hidden[self._to_device(model_input.logits_indices)])

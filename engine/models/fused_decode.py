@@ -4,21 +4,25 @@ for a model whose linear layers are quantized (``quantization="int4"`` / ``"q8_0
 dispatch checks, views: about 40 calls a layer) cost as much as the kernels themselves; the stack
 runs the same ops in the same order from C++, without the GIL.
 
-Steps with a prefill chunk (torch's SDPA), adapters (LoRA's grouped path) or tensor parallelism
-(collectives between layers) take the module path, which stays the reference the stack is tested
-against."""
+Steps with adapters run in the stack too when every slot of the step takes the C++ LoRA path
+(decode-sized token groups, `adapters/cpu_native.py`): the stack adds each fused layer's update
+after its product, where the module path does. Steps with a prefill chunk (torch's SDPA), adapter
+slots on the grouped torch path, or tensor parallelism (collectives between layers) take the module
+path, which stays the reference the stack is tested against."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from loomlm.adapters.cpu_step import CPULoRAStep
 from loomlm.engine.models.attention import AttentionMetadata
 from loomlm.engine.models.block_quant import BlockQuantLinear
 from loomlm.engine.models.quantized import Int8Linear
 from loomlm.kernels.native import _C
 
 _LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
+_NO_LORA = (torch.empty(0),) * 4
 
 
 class FusedDecode:
@@ -71,12 +75,19 @@ class FusedDecode:
         )
 
     @staticmethod
-    def applies(metadata: AttentionMetadata, num_tokens: int) -> bool:
-        """Whether this step is all decode: one query token per sequence."""
-        return metadata.max_query_len == 1 and num_tokens == metadata.seq_lens.shape[0] > 0
+    def applies(metadata: AttentionMetadata, num_tokens: int, lora: object | None) -> bool:
+        """Whether this step is all decode (one query token per sequence) and its adapters, if any,
+        all run the C++ LoRA path."""
+        if not (metadata.max_query_len == 1 and num_tokens == metadata.seq_lens.shape[0] > 0):
+            return False
+        return lora is None or (isinstance(lora, CPULoRAStep) and lora.all_native())
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        metadata: AttentionMetadata,
+        lora: CPULoRAStep | None = None,
     ) -> torch.Tensor:
         """What `LlamaForCausalLM.forward` returns for this step (the final norm's input)."""
         hidden = self.model.embed_tokens(input_ids).contiguous()
@@ -88,4 +99,18 @@ class FusedDecode:
             metadata.slot_mapping.to(torch.int64).contiguous(),
             metadata.block_tables.to(torch.int32).contiguous(),
             metadata.seq_lens.to(torch.int32).contiguous(),
+            [] if lora is None else _lora_tensors(lora),
         )
+
+
+def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:
+    """The stack's ``lora`` argument: per fused layer, its rows and its step plan (or four empties)."""
+    tensors = []
+    for _, name in _LINEARS:
+        plan = lora.plans.get(name)
+        native = None if plan is None else plan.native
+        if native is None:
+            tensors += _NO_LORA
+        else:
+            tensors += [plan.group.rows, native.token_ids, native.starts, native.info]
+    return tensors

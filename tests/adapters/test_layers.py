@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loomlm.adapters.cpu_layout import EMPTY_LAYOUT, SlotLayout
-from loomlm.adapters.cpu_step import BATCH_MAX_TOKENS
+from loomlm.adapters.cpu_scratch import BATCH_MAX_TOKENS
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.adapters.metadata import LoRABatchMetadataBuilder
 from loomlm.adapters.peft_loader import load_peft_adapter

@@ -5,7 +5,7 @@ it applies: decode steps of a quantized model, not prefill chunks, nor float mod
 import pytest
 from test_model_families import build
 
-from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.kernels.native import _C
@@ -24,11 +24,11 @@ def make_engine(model_dir, **options) -> LLMEngine:
     )
 
 
-def run(engine) -> list[tuple[list[int], list]]:
+def run(engine, adapters=(None,) * 4) -> list[tuple[list[int], list]]:
     params = SamplingParams(temperature=0, max_tokens=14, ignore_eos=True, logprobs=3)
-    for i, length in enumerate((3, 17, 40, 9)):  # contexts over one to seven blocks
-        prompt = [(11 * i + 5 * j) % 40000 + 100 for j in range(length)]
-        engine.add_request(prompt, params, prompt_token_ids=prompt)
+    for i, (length, adapter) in enumerate(zip((3, 17, 40, 9), adapters, strict=True)):
+        prompt = [(11 * i + 5 * j) % 40000 + 100 for j in range(length)]  # contexts of 1-7 blocks
+        engine.add_request(prompt, params, prompt_token_ids=prompt, adapter=adapter)
     done = {}
     while engine.has_unfinished_requests():
         for output in engine.step(only_finished=True):
@@ -58,6 +58,27 @@ def test_the_fused_stack_equals_the_module_path(tiny_llama_dir, mode):
     modules.executor.runner.fused_decode = None
     assert run(fused) == run(modules)
     assert calls[0] > 10  # the decode steps went through the stack (prefill chunks did not)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_adapter_steps_run_in_the_stack_and_equal_the_module_path(tiny_llama_dir, tiny_lora_adapters, mode):
+    # all8 targets every module; rs4 only q/v/down of layer 1 (other layers and groups add nothing);
+    # re16 k/o/up; one request has no adapter.
+    engines = []
+    for _ in range(2):
+        engine = make_engine(tiny_llama_dir, quantization=mode, lora=LoRAConfig(enable=True, max_loras=4))
+        for name in ("all8", "rs4", "re16"):
+            engine.load_adapter(name, str(tiny_lora_adapters[name]))
+        engines.append(engine)
+    fused, modules = engines
+    calls = count_calls(fused)
+    modules.executor.runner.fused_decode = None
+    adapters = ("all8", "rs4", None, "re16")
+    got = run(fused, adapters)
+    assert got == run(modules, adapters)
+    assert calls[0] > 10  # the adapter decode steps went through the stack
+    base = run(modules)
+    assert [got[i] != base[i] for i in range(4)] == [True, True, False, True]  # the updates were added
 
 
 def test_qkv_biases_are_applied_in_the_stack(tmp_path_factory, smollm2_dir):
