@@ -100,6 +100,8 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, 
                           const std::string& kernel) {
   check_float_rows(x, 2, "x");
   const std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
+  TORCH_CHECK(chosen == "onednn" || chosen == "avx2" || chosen == "scalar", "unknown int8 kernel '", chosen,
+              "' (auto, onednn, avx2, scalar)");
   const loomlm::Isa isa = chosen == "onednn" ? loomlm::Isa::kScalar : isa_named(chosen);
   const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
   // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).

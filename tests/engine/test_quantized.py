@@ -175,3 +175,5 @@ def test_every_int8_gemm_gives_the_same_exact_integer_sums(kernel, rows, in_feat
     want = (x_int8.long() @ qweight.long().t()).float() * scale * w_scale
     assert torch.equal(got, want)
     assert quantized._C.int8_kernel() in ("onednn", "avx2")
+    with pytest.raises(RuntimeError, match="unknown int8 kernel"):
+        quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), None, "avx512_vnni")
