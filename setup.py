@@ -20,19 +20,30 @@ else:
         # -fopenmp makes at::parallel_for (inline in ATen's headers) parallel; the runtime it binds
         # is torch's own libgomp.so.1, already loaded under that soname, so there is one thread pool.
         # -ffp-contract=off: no fused multiply-adds the torch references do not make either.
+        # -fno-trapping-math: no result changes (nothing reads the FP exception flags), but without it
+        # GCC 12 left the exp of SiLU and the softmax scalar (it will not if-convert float compares).
         ext_modules = [
             CppExtension(
                 "loomlm._C",
                 [
                     "csrc/bindings.cpp",
                     "csrc/torch_ops.cpp",
+                    "csrc/int8_ops.cpp",
                     "csrc/decode_stack.cpp",
                     "csrc/quant_kernels.cpp",
                     "csrc/quant_avx2.cpp",
+                    "csrc/int8_gemm_avx2.cpp",
+                    "csrc/attention_avx2.cpp",
                     "csrc/model_ops.cpp",
                     "csrc/lora_ops.cpp",
                 ],
-                extra_compile_args=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"],
+                extra_compile_args=[
+                    "-O3",
+                    "-std=c++17",
+                    "-fopenmp",
+                    "-ffp-contract=off",
+                    "-fno-trapping-math",
+                ],
                 extra_link_args=["-fopenmp"],
             )
         ]

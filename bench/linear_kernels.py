@@ -57,15 +57,23 @@ def candidates(in_features: int, out_features: int) -> dict[str, Callable[[torch
         fns[f"q4_1 {isa}"] = lambda x, isa=isa: _C.q4_1_linear(x, q4.qs, q4.scales, q4.mins, isa)
         fns[f"q8_0 {isa}"] = lambda x, isa=isa: _C.q8_0_linear(x, q8.qs, q8.scales, isa)
     if "avx2" in _C.supported_isas():
-        fns["int8 avx2"] = lambda x: _C.int8_linear(x, qweight, w_scale, _NO_SMOOTHING, None, "avx2")
+        # Both AVX2 int8 kernels at every row count: where they cross sets int8_linear's switch.
+        for kernel in ("avx2_tiles", "avx2_gemm"):
+            fns[f"int8 {kernel}"] = lambda x, k=kernel: _C.int8_linear(
+                x, qweight, w_scale, _NO_SMOOTHING, None, k
+            )
     fns["int8 onednn"] = lambda x: _C.int8_linear(x, qweight, w_scale, _NO_SMOOTHING, None, "onednn")
     return fns
 
 
-def measure(rows_list: list[int], repeats: int) -> dict[tuple[str, int], dict[str, float]]:
+def measure(rows_list: list[int], repeats: int, only: list[str]) -> dict[tuple[str, int], dict[str, float]]:
     results = {}
     for shape, (k, n) in SHAPES.items():
-        fns = candidates(k, n)
+        fns = {
+            name: fn
+            for name, fn in candidates(k, n).items()
+            if name.startswith("fp32") or not only or any(name.startswith(o) for o in only)
+        }
         for rows in rows_list:
             if shape == "lm_head" and rows > 64:
                 continue  # the engine computes logits only for each sequence's last token
@@ -99,12 +107,14 @@ def table(results: dict[tuple[str, int], dict[str, float]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", default="1,8,64,512")
+    p.add_argument("--rows", default="1,8,16,32,64,512")
+    p.add_argument("--only", default="", help="kernel name prefixes to run beside fp32 (comma-separated)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--write-results", action="store_true")
     args = p.parse_args()
     threads = torch.get_num_threads()
-    results = measure([int(r) for r in args.rows.split(",")], args.repeats)
+    only = [prefix for prefix in args.only.split(",") if prefix]
+    results = measure([int(r) for r in args.rows.split(",")], args.repeats, only)
     text = table(results)
     print(text)
     if args.write_results:

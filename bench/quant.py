@@ -131,6 +131,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-llama-cpp", action="store_true")
+    p.add_argument("--modes", default="", help="comma-separated subset of the modes (fp32 always runs)")
     p.add_argument("--quick", action="store_true", help="1024 tokens, 8 requests, 1 round (smoke test)")
     p.add_argument("--write-results", action="store_true")
     args = p.parse_args()
@@ -143,6 +144,9 @@ def main() -> None:
     args = parse_args()
     threads = torch.get_num_threads()
     configs = modes()
+    if args.modes:
+        wanted = {"fp32", *args.modes.split(",")}
+        configs = {name: options for name, options in configs.items() if name in wanted}
     engines = {name: LLM(max_num_seqs=args.requests, **options) for name, options in configs.items()}
     # What the engine itself reports it chose at load (per layer shape, per mode).
     kernels = {name: llm.engine.executor.runner.kernel_report for name, llm in engines.items()}

@@ -42,4 +42,12 @@ void decode_attention_item(const float* q, const float* key_cache, const float* 
                            int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
                            int64_t D, float scale, float* scores, float* out);
 
+namespace avx2 {
+// The same item with AVX2 code (attention_avx2.cpp), for D a multiple of 8 on CPUs with AVX2 and FMA.
+bool attention_supported();
+void decode_attention_item(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
+                           int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
+                           int64_t D, float scale, float* scores, float* out);
+}  // namespace avx2
+
 }  // namespace loomlm

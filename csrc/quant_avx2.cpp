@@ -114,7 +114,7 @@ LOOMLM_AVX2 void block_rows(const PackedWeights& w, const QuantizedActivations& 
 // int8 per-channel: one exact int32 sum over all of K per output, no per-block float work.
 template <int NT, int MT>
 LOOMLM_AVX2 inline void int8_tile(const int8_t* xq, int64_t m0, int64_t K, const int8_t* w, int64_t N, int64_t n0,
-                                  int32_t* acc_out) {
+                                  const Int8Epilogue& e) {
   __m256i acc[NT][MT];
   for (int i = 0; i < NT; ++i)
     for (int t = 0; t < MT; ++t) acc[i][t] = _mm256_setzero_si256();
@@ -137,7 +137,8 @@ LOOMLM_AVX2 inline void int8_tile(const int8_t* xq, int64_t m0, int64_t K, const
     for (int t = 0; t < MT; ++t) {
       int32_t total = hsum(acc[i][t]);
       for (int64_t k = K32; k < K; ++k) total += int32_t{w[(n0 + i) * K + k]} * xq[(m0 + t) * K + k];
-      acc_out[(m0 + t) * N + n0 + i] = total;
+      const float y = static_cast<float>(total) * e.x_scale[m0 + t] * e.w_scale[n0 + i];
+      e.out[(m0 + t) * N + n0 + i] = e.bias ? y + e.bias[n0 + i] : y;
     }
 }
 
@@ -185,19 +186,19 @@ void q8_0_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t 
 }
 
 LOOMLM_AVX2 void int8_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
-                           int64_t n_end, int32_t* acc) {
+                           int64_t n_end, const Int8Epilogue& epilogue) {
   for (int64_t nc = n_begin; nc < n_end; nc += 64) {
     const int64_t nc_end = std::min(n_end, nc + 64);
     int64_t m = 0;
     for (; m + 4 <= rows; m += 4) {
       int64_t n = nc;
-      for (; n + 2 <= nc_end; n += 2) int8_tile<2, 4>(xq, m, K, w, N, n, acc);
-      for (; n < nc_end; ++n) int8_tile<1, 4>(xq, m, K, w, N, n, acc);
+      for (; n + 2 <= nc_end; n += 2) int8_tile<2, 4>(xq, m, K, w, N, n, epilogue);
+      for (; n < nc_end; ++n) int8_tile<1, 4>(xq, m, K, w, N, n, epilogue);
     }
     for (; m < rows; ++m) {
       int64_t n = nc;
-      for (; n + 4 <= nc_end; n += 4) int8_tile<4, 1>(xq, m, K, w, N, n, acc);
-      for (; n < nc_end; ++n) int8_tile<1, 1>(xq, m, K, w, N, n, acc);
+      for (; n + 4 <= nc_end; n += 4) int8_tile<4, 1>(xq, m, K, w, N, n, epilogue);
+      for (; n < nc_end; ++n) int8_tile<1, 1>(xq, m, K, w, N, n, epilogue);
     }
   }
 }

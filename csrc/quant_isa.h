@@ -12,6 +12,9 @@ void q4_1_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t 
 void q8_0_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K, int64_t N,
                int64_t n_begin, int64_t n_end, float* out);
 void int8_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
-               int64_t n_end, int32_t* acc);
+               int64_t n_end, const Int8Epilogue& epilogue);
+// The same sums as a blocked GEMM over int16-widened panels (int8_gemm_avx2.cpp): for many rows.
+void int8_rows_wide(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
+                    int64_t n_end, const Int8Epilogue& epilogue);
 
 }  // namespace loomlm::avx2

@@ -275,13 +275,17 @@ void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, i
 }
 
 void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
-                      int64_t n_end, int32_t* acc, Isa isa) {
-  if (isa != Isa::kScalar && avx2::supported()) return avx2::int8_rows(xq, rows, K, w, N, n_begin, n_end, acc);
+                      int64_t n_end, const Int8Epilogue& epilogue, Isa isa, int64_t gemm_from_rows) {
+  if (isa != Isa::kScalar && avx2::supported()) {
+    if (rows >= gemm_from_rows) return avx2::int8_rows_wide(xq, rows, K, w, N, n_begin, n_end, epilogue);
+    return avx2::int8_rows(xq, rows, K, w, N, n_begin, n_end, epilogue);
+  }
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = n_begin; n < n_end; ++n) {
       int32_t total = 0;
       for (int64_t k = 0; k < K; ++k) total += int32_t{w[n * K + k]} * xq[m * K + k];
-      acc[m * N + n] = total;
+      const float y = static_cast<float>(total) * epilogue.x_scale[m] * epilogue.w_scale[n];
+      epilogue.out[m * N + n] = epilogue.bias ? y + epilogue.bias[n] : y;
     }
 }
 

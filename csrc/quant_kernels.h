@@ -43,10 +43,20 @@ void q4_1_linear_rows(const PackedWeights& w, const QuantizedActivations& act, i
 void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, int64_t rows, int64_t K,
                       int64_t N, int64_t n_begin, int64_t n_end, float* out, Isa isa);
 
+// How an int8 layer's exact int32 sums become its float32 output [rows, N]:
+// out[m, n] = float(sum) * x_scale[m] * w_scale[n] (+ bias[n]), in that order (the torch layer's).
+struct Int8Epilogue {
+  const float* x_scale;  // [rows]
+  const float* w_scale;  // [N]
+  const float* bias;     // [N] or nullptr
+  float* out;            // [rows, N]
+};
+
 // int8 per-channel weights w [N, K] times per-row int8 activations xq [rows, K]: the exact int32 sums
-// acc[m, n] for n in [n_begin, n_end) (row stride N). Written for scalar and AVX2 (an AVX-512 CPU runs
-// the AVX2 code; int8_linear prefers oneDNN's VNNI GEMM there).
+// for n in [n_begin, n_end), written through the epilogue. Written for scalar and AVX2 (an AVX-512 CPU runs
+// the AVX2 code; int8_linear prefers oneDNN's VNNI GEMM there). From gemm_from_rows rows on, the AVX2
+// code is a blocked GEMM over int16-widened panels; below, tiles that read each weight byte once.
 void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
-                      int64_t n_end, int32_t* acc, Isa isa);
+                      int64_t n_end, const Int8Epilogue& epilogue, Isa isa, int64_t gemm_from_rows);
 
 }  // namespace loomlm

@@ -10,23 +10,13 @@
 #include "lora_ops.h"
 #include "model_ops.h"
 #include "quant_kernels.h"
+#include "torch_checks.h"
 
 namespace loomlm::ops {
 namespace {
 
 using RowsKernel = void (*)(const loomlm::PackedWeights&, const loomlm::QuantizedActivations&, int64_t, int64_t,
                             int64_t, int64_t, int64_t, float*, loomlm::Isa);
-
-loomlm::Isa isa_named(const std::string& name) {
-  if (name == "auto") return loomlm::best_isa();
-  for (const auto isa : {loomlm::Isa::kScalar, loomlm::Isa::kAvx2, loomlm::Isa::kAvx512Vnni}) {
-    if (name == loomlm::isa_name(isa)) {
-      TORCH_CHECK(loomlm::isa_supported(isa), "this CPU cannot run the ", name, " kernels");
-      return isa;
-    }
-  }
-  TORCH_CHECK(false, "unknown kernel instruction set '", name, "' (auto, scalar, avx2, avx512_vnni)");
-}
 
 void check_half(const torch::Tensor& t, int64_t N, int64_t nb, const char* name) {
   TORCH_CHECK(t.scalar_type() == torch::kFloat16 && t.is_contiguous() && t.dim() == 2 && t.size(0) == N &&
@@ -65,25 +55,12 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, cons
   return out;
 }
 
-void check_float_rows(const torch::Tensor& t, int64_t dim, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == dim && t.stride(dim - 1) == 1,
-              name, " must be a CPU float32 tensor of ", dim, " dims with unit stride on the last, got ",
-              t.scalar_type(), " ", t.sizes());
-}
-
 void check_cache(const torch::Tensor& cache, const char* name) {
   check_float_rows(cache, 4, name);
   TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
 }
 
 }  // namespace
-
-std::string int8_kernel() {
-  // oneDNN's int8 GEMM has VNNI kernels; without VNNI it ran 4-25x slower than float32 here (AMD Zen 3,
-  // bench/quant.py), where loomlm's AVX2 kernel runs (vpmaddubsw with exact int16 pairs).
-  const loomlm::Isa best = loomlm::best_isa();
-  return best == loomlm::Isa::kAvx2 ? "avx2" : "onednn";
-}
 
 torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
                           const torch::Tensor& mins, const std::string& isa) {
@@ -93,54 +70,6 @@ torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const
 torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
                           const std::string& isa) {
   return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, isa);
-}
-
-torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
-                          const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias,
-                          const std::string& kernel) {
-  check_float_rows(x, 2, "x");
-  const std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
-  TORCH_CHECK(chosen == "onednn" || chosen == "avx2" || chosen == "scalar", "unknown int8 kernel '", chosen,
-              "' (auto, onednn, avx2, scalar)");
-  const loomlm::Isa isa = chosen == "onednn" ? loomlm::Isa::kScalar : isa_named(chosen);
-  const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
-  // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).
-  TORCH_CHECK(qweight.scalar_type() == torch::kInt8 && qweight.dim() == 2 && qweight.size(1) == K,
-              "qweight must be int8 [out, ", K, "], got ", qweight.sizes());
-  for (const auto* t : {&w_scale, &inv_smooth}) {
-    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() && t->dim() == 1, "scales must be float32");
-  }
-  TORCH_CHECK(w_scale.numel() == N && (inv_smooth.numel() == 0 || inv_smooth.numel() == K), "scale sizes mismatch");
-  const float* bias_ptr = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat32 && bias->is_contiguous() && bias->numel() == N,
-                "bias must be contiguous float32 [", N, "]");
-    bias_ptr = bias->data_ptr<float>();
-  }
-  auto xq = torch::empty({T, K}, x.options().dtype(torch::kInt8));
-  auto x_scale = torch::empty({T}, x.options());
-  const float* smooth = inv_smooth.numel() ? inv_smooth.data_ptr<float>() : nullptr;
-  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
-    loomlm::int8_quantize_rows(x.data_ptr<float>(), x.stride(0), smooth, K, begin, end, xq.data_ptr<int8_t>(),
-                               x_scale.data_ptr<float>());
-  });
-  torch::Tensor acc;
-  if (chosen == "onednn") {
-    acc = at::_int_mm(xq, qweight.t());
-  } else {
-    TORCH_CHECK(qweight.is_contiguous(), "the ", chosen, " int8 kernel reads qweight as contiguous [out, in]");
-    acc = torch::empty({T, N}, x.options().dtype(torch::kInt32));
-    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-      loomlm::int8_linear_rows(xq.data_ptr<int8_t>(), T, K, qweight.data_ptr<int8_t>(), N, begin, end,
-                               acc.data_ptr<int32_t>(), isa);
-    });
-  }
-  auto out = torch::empty({T, N}, x.options());
-  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
-    loomlm::int8_dequantize_rows(acc.data_ptr<int32_t>(), x_scale.data_ptr<float>(), w_scale.data_ptr<float>(),
-                                 bias_ptr, N, begin, end, out.data_ptr<float>());
-  });
-  return out;
 }
 
 void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
@@ -277,11 +206,13 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
   }
   auto out = torch::empty({S, H, D}, query.options());
   const int64_t group = H / kv_heads;
+  const bool vector_code = D % 8 == 0 && loomlm::avx2::attention_supported();
+  const auto item_kernel = vector_code ? loomlm::avx2::decode_attention_item : loomlm::decode_attention_item;
   at::parallel_for(0, S * kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * longest);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t s = item / kv_heads, kvh = item % kv_heads;
-      loomlm::decode_attention_item(query.data_ptr<float>() + s * query.stride(0) + kvh * group * D,
+      item_kernel(query.data_ptr<float>() + s * query.stride(0) + kvh * group * D,
                                     key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
                                     tables + s * max_blocks, lens[s], block_size, kv_heads, kvh, group, D,
                                     static_cast<float>(scale), scores.data(),

@@ -154,25 +154,36 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
     assert torch.equal(native, q(x))  # the same float operations in the same order
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "scalar", "avx2"])
-@pytest.mark.parametrize(("rows", "in_features", "out_features"), [(1, 576, 960), (6, 1536, 37), (9, 40, 5)])
-def test_every_int8_gemm_gives_the_same_exact_integer_sums(kernel, rows, in_features, out_features):
+@pytest.mark.parametrize("kernel", ["onednn", "scalar", "avx2", "avx2_tiles", "avx2_gemm"])
+@pytest.mark.parametrize(
+    ("rows", "in_features", "out_features"),
+    # decode and prefill row counts (the AVX2 path switches kernels at 32 rows), ragged tiles and panels
+    [(1, 576, 960), (6, 1536, 37), (9, 40, 5), (33, 33, 17), (71, 576, 40), (200, 1536, 33)],
+)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_every_int8_gemm_gives_the_same_exact_integer_sums(
+    kernel, rows, in_features, out_features, with_bias
+):
     from loomlm.engine.models import quantized
 
     if quantized._C is None:
         pytest.skip("loomlm._C is not built")
-    if kernel == "avx2" and "avx2" not in quantized._C.supported_isas():
+    if kernel.startswith("avx2") and "avx2" not in quantized._C.supported_isas():
         pytest.skip("this CPU has no AVX2")
     torch.manual_seed(rows)
     x = torch.randn(rows, in_features)
     qweight = torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8)
     qweight[0] = 127  # the largest products: no int16 pair may saturate
     x[0] = torch.where(torch.arange(in_features) % 2 == 0, 4.0, -4.0)
+    qweight[-1] = -127
     w_scale = torch.rand(out_features) + 0.1
-    got = quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), None, kernel)
+    bias = torch.randn(out_features) if with_bias else None
+    got = quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), bias, kernel)
     scale = x.abs().amax(dim=1, keepdim=True) / 127
     x_int8 = torch.round(x / scale).to(torch.int8)
     want = (x_int8.long() @ qweight.long().t()).float() * scale * w_scale
+    if bias is not None:
+        want = want + bias
     assert torch.equal(got, want)
     assert quantized._C.int8_kernel() in ("onednn", "avx2")
     with pytest.raises(RuntimeError, match="unknown int8 kernel"):

@@ -26,9 +26,9 @@ def test_rms_norm_with_and_without_the_residual_add(rows, with_residual):
         assert torch.equal(ours_res, ref_res)  # the stream is updated in place, exactly
 
 
-def caches(num_blocks=32, block_size=8):
+def caches(num_blocks=32, block_size=8, head_dim=HEAD_DIM):
     torch.manual_seed(1)
-    shape = (num_blocks, block_size, KV_HEADS, HEAD_DIM)
+    shape = (num_blocks, block_size, KV_HEADS, head_dim)
     return torch.randn(shape), torch.randn(shape)
 
 
@@ -54,13 +54,16 @@ def test_silu_mul_equals_the_reference():
 
 
 @pytest.mark.parametrize("group", [1, 3])
-def test_decode_attention_over_the_paged_cache_equals_the_reference(group):
-    key_cache, value_cache = caches()
+# 64 and 136 take the AVX2 code where the CPU has it (a whole and a ragged set of 8-float chunks);
+# 12 is not a multiple of 8 and takes the portable loop.
+@pytest.mark.parametrize("head_dim", [64, 136, 12])
+def test_decode_attention_over_the_paged_cache_equals_the_reference(group, head_dim):
+    key_cache, value_cache = caches(head_dim=head_dim)
     torch.manual_seed(2)
     lens = torch.tensor([1, 5, 8, 9, 64, 120], dtype=torch.int32)
     tables = torch.stack([torch.randperm(32)[:16] for _ in lens]).to(torch.int32)
     # Query rows with a stride larger than their heads, as the packed qkv gives them.
-    packed = torch.randn(len(lens), KV_HEADS * group + 4, HEAD_DIM)
+    packed = torch.randn(len(lens), KV_HEADS * group + 4, head_dim)
     query = packed[:, : KV_HEADS * group]
     got = cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
     want = cpu_ops.decode_attention_ref(query, key_cache, value_cache, tables, lens, 0.125)

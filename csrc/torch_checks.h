@@ -1,0 +1,30 @@
+// Argument checks shared by the torch-facing ops (torch_ops.cpp, int8_ops.cpp): a bad tensor or
+// kernel name is an exception naming the problem, never a read or write outside a tensor.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+
+#include "quant_kernels.h"
+
+namespace loomlm::ops {
+
+inline loomlm::Isa isa_named(const std::string& name) {
+  if (name == "auto") return loomlm::best_isa();
+  for (const auto isa : {loomlm::Isa::kScalar, loomlm::Isa::kAvx2, loomlm::Isa::kAvx512Vnni}) {
+    if (name == loomlm::isa_name(isa)) {
+      TORCH_CHECK(loomlm::isa_supported(isa), "this CPU cannot run the ", name, " kernels");
+      return isa;
+    }
+  }
+  TORCH_CHECK(false, "unknown kernel instruction set '", name, "' (auto, scalar, avx2, avx512_vnni)");
+}
+
+inline void check_float_rows(const torch::Tensor& t, int64_t dim, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == dim && t.stride(dim - 1) == 1,
+              name, " must be a CPU float32 tensor of ", dim, " dims with unit stride on the last, got ",
+              t.scalar_type(), " ", t.sizes());
+}
+
+}  // namespace loomlm::ops
