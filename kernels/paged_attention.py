@@ -48,21 +48,27 @@ def paged_attention_native(
     workspace: AttentionWorkspace | None = None,
 ) -> torch.Tensor:
     """The CPU path where loomlm._C is built (float32): decode rows in C++, read straight from the
-    paged cache (no gather, no per-step plan); prefill chunks on torch's fused SDPA as in the
-    reference."""
+    paged cache (no gather, no per-step plan), and so are the tokens of short prefill chunks, one
+    row each under its own causal length; longer chunks on torch's fused SDPA as in the reference."""
 
     def decode(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len, workspace):
         return decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scale)
 
     return _attend_on_cpu(
         query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len,
-        max_seq_len, workspace, decode,
+        max_seq_len, workspace, decode, NATIVE_ROWS_CHUNK,
     )  # fmt: skip
+
+
+# Prefill chunks of at most this many tokens run as rows of the C++ decode kernel: a prompt whose
+# prefix was cached recomputes its last block, and one SDPA call per such sequence and layer (with its
+# K/V gather and GQA expansion) cost more than the attention itself (bench/quant.py's batched rounds).
+NATIVE_ROWS_CHUNK = 16
 
 
 def _attend_on_cpu(
     query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale, max_query_len,
-    max_seq_len, workspace, decode_batch,
+    max_seq_len, workspace, decode_batch, rows_chunk=1,
 ) -> torch.Tensor:  # fmt: skip
     num_seqs = seq_lens.shape[0]
     if max_query_len == 1 and query.shape[0] == num_seqs > 0:
@@ -77,18 +83,21 @@ def _attend_on_cpu(
 
     starts = query_start_loc.tolist()
     lens = seq_lens.tolist()
-    decode_seqs = [b for b in range(num_seqs) if starts[b + 1] - starts[b] == 1]
-    if decode_seqs:
-        seqs = torch.tensor(decode_seqs, device=query.device)
-        rows = torch.tensor([starts[b] for b in decode_seqs], device=query.device)
-        max_len = max(lens[b] for b in decode_seqs)
+    # Every token of a chunk of at most rows_chunk tokens is one decode row: the i-th of q_len new
+    # tokens sees keys 0..seq_len - q_len + i, so its row's length is seq_len - q_len + i + 1.
+    row_seqs = [b for b in range(num_seqs) if 1 <= starts[b + 1] - starts[b] <= rows_chunk]
+    if row_seqs:
+        pairs = [(r, b) for b in row_seqs for r in range(starts[b], starts[b + 1])]
+        rows, seq_of_row = torch.tensor(pairs, device=query.device).unbind(1)
+        row_lens = seq_lens[seq_of_row] - (query_start_loc[seq_of_row + 1] - 1 - rows).to(seq_lens.dtype)
+        max_len = max(lens[b] for b in row_seqs)
         decode_out = decode_batch(
-            query[rows], key_cache, value_cache, block_tables[seqs], seq_lens[seqs], scale, max_len, workspace
+            query[rows], key_cache, value_cache, block_tables[seq_of_row], row_lens, scale, max_len, workspace
         )
         out[rows] = decode_out.to(query.dtype)
     for b in range(num_seqs):
         start, end = starts[b], starts[b + 1]
-        if end - start > 1:
+        if end - start > rows_chunk:
             out[start:end] = prefill_one(
                 query[start:end], key_cache, value_cache, block_tables[b], lens[b], scale
             ).to(query.dtype)

@@ -29,6 +29,8 @@ BATCHES = {
     "prefill": [(7, 7), (16, 16), (3, 3)],
     "prefill_with_prefix": [(5, 12), (9, 20), (2, 3)],
     "mixed": [(1, 9), (6, 6), (1, 30), (0, 10), (4, 21), (1, 2)],
+    # chunks past the native path's row limit (16 tokens) beside short ones: both halves of its split
+    "long_chunks": [(24, 24), (1, 9), (20, 41), (16, 30), (17, 17)],
 }
 HEAD_CONFIGS = [(4, 2), (9, 3), (4, 4)]  # (num_heads, num_kv_heads): GQA groups of 2 and 3, and MHA
 
@@ -138,7 +140,7 @@ def test_decode_batch_matches_dense_on_both_paths(max_query_len):
 @pytest.mark.parametrize("num_heads,num_kv_heads", HEAD_CONFIGS)
 @pytest.mark.parametrize("strided_table", [False, True])
 def test_native_cpu_path_matches_dense_attention(batch_name, num_heads, num_kv_heads, strided_table):
-    # Decode rows in C++ straight from the cache; prefill chunks on SDPA, as in the reference.
+    # Decode rows and short chunks' tokens in C++ straight from the cache; longer chunks on SDPA.
     case = make_case(BATCHES[batch_name], 4, num_heads, num_kv_heads, 64, strided_table=strided_table)
     assert_matches_dense(paged_attention_native(*case.args), case)
     past = out_of_range_past_context(case, 4)  # entries past a sequence's blocks are never read
