@@ -1,6 +1,6 @@
 // The int8 per-channel GEMM for many rows (prefill chunks, wide decode batches) on AVX2 CPUs, as a
 // blocked GEMM: a panel of 16 weight columns is widened to int16 pairs once and kept in L1 while
-// blocks of activation rows (widened too) pass over it, 6 rows x 16 columns of int32 sums in
+// blocks of activation rows (widened too) pass over it, 5 rows x 16 columns of int32 sums in
 // registers. vpmaddwd multiplies int16 pairs and adds each pair into int32: 16 multiply-adds per
 // instruction, exact for any int8 inputs, with no sign trick and no horizontal sums (measured on Zen 3:
 // 71 G multiply-adds/s a core, against 68 for vpmaddubsw's chain and 45 for float32 FMA).
@@ -85,10 +85,7 @@ LOOMLM_AVX2 inline __m256i pair_at(const int16_t* x) {
   return _mm256_set1_epi32(pair);
 }
 
-// Five rows (x16 zero-padded to a multiple of five) times the panel; `rows` of them are written. The
-// accumulators are named variables, not an array: GCC kept an array's copy on the stack in sync with
-// the registers, a store per multiply (measured: 27 against 50+ G multiply-adds/s).
-// The tile's rows m0 .. m0+rows-1 and columns n0 .. n0+cols-1 through the epilogue.
+// Row m's sums for columns n0 .. n0+cols-1, rescaled through the epilogue.
 LOOMLM_AVX2 inline void store(const __m256i sums[2], const Int8Epilogue& e, int64_t m, int64_t n0, int64_t N,
                               int cols) {
   const __m256 x_scale = _mm256_set1_ps(e.x_scale[m]);
@@ -115,6 +112,9 @@ LOOMLM_AVX2 inline void store(const __m256i sums[2], const Int8Epilogue& e, int6
   std::memcpy(e.out + m * N + n0, row, sizeof(float) * cols);
 }
 
+// Five rows (x16 zero-padded to a multiple of five) times the panel; `rows` of them are written. The
+// accumulators are named variables, not an array: GCC kept an array's copy on the stack in sync with
+// the registers, a store per multiply (measured: 27 against 50+ G multiply-adds/s).
 LOOMLM_AVX2 inline void tile(const int16_t* x, int64_t K16, const int16_t* panel, const Int8Epilogue& e, int64_t m0,
                              int64_t n0, int64_t N, int rows, int cols) {
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
@@ -145,11 +145,10 @@ LOOMLM_AVX2 void int8_rows_wide(const int8_t* xq, int64_t rows, int64_t K, const
   const int64_t block_rows = std::min(rows, block);
   // Rounded up to whole tiles; the pad rows are zeros and their sums are not written.
   std::vector<int16_t> panel(K16 * kPanelCols), x16((block_rows + kTileRows - 1) / kTileRows * kTileRows * K16);
-  std::vector<int16_t> zeros(K16 * kTileRows);
   for (int64_t m0 = 0; m0 < rows; m0 += block) {
     const int64_t mb = std::min(block, rows - m0);
     const int64_t last_tile = (mb - 1) / kTileRows * kTileRows;
-    std::memcpy(x16.data() + last_tile * K16, zeros.data(), zeros.size() * sizeof(int16_t));
+    std::fill_n(x16.data() + last_tile * K16, K16 * kTileRows, int16_t{0});  // the last block's pad rows
     widen(xq + m0 * K, K, mb, x16.data());
     for (int64_t n0 = n_begin; n0 < n_end; n0 += kPanelCols) {
       const int cols = static_cast<int>(std::min<int64_t>(kPanelCols, n_end - n0));

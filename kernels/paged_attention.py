@@ -87,9 +87,12 @@ def _attend_on_cpu(
     # tokens sees keys 0..seq_len - q_len + i, so its row's length is seq_len - q_len + i + 1.
     row_seqs = [b for b in range(num_seqs) if 1 <= starts[b + 1] - starts[b] <= rows_chunk]
     if row_seqs:
-        pairs = [(r, b) for b in row_seqs for r in range(starts[b], starts[b + 1])]
-        rows, seq_of_row = torch.tensor(pairs, device=query.device).unbind(1)
-        row_lens = seq_lens[seq_of_row] - (query_start_loc[seq_of_row + 1] - 1 - rows).to(seq_lens.dtype)
+        # (row, sequence, the row's causal length) per token
+        plan = [
+            (r, b, lens[b] - starts[b + 1] + 1 + r) for b in row_seqs for r in range(starts[b], starts[b + 1])
+        ]
+        rows, seq_of_row, row_lens = torch.tensor(plan, device=query.device).unbind(1)
+        row_lens = row_lens.to(seq_lens.dtype)
         max_len = max(lens[b] for b in row_seqs)
         decode_out = decode_batch(
             query[rows], key_cache, value_cache, block_tables[seq_of_row], row_lens, scale, max_len, workspace
