@@ -1,7 +1,8 @@
 // The int8 per-channel GEMM for many rows (prefill chunks, wide decode batches) on AVX2 CPUs, as a
 // blocked GEMM: a panel of 16 weight columns is widened to int16 pairs once and kept in L1 while
 // blocks of activation rows (widened too) pass over it, 5 rows x 16 columns of int32 sums in
-// registers. vpmaddwd multiplies int16 pairs and adds each pair into int32: 16 multiply-adds per
+// registers; K is split into chunks whose panel part fits L1 (the down projection's 1536 inputs make
+// a 48 KB panel). vpmaddwd multiplies int16 pairs and adds each pair into int32: 16 multiply-adds per
 // instruction, exact for any int8 inputs, with no sign trick and no horizontal sums (measured on Zen 3:
 // 71 G multiply-adds/s a core, against 68 for vpmaddubsw's chain and 45 for float32 FMA).
 // The tile kernel of quant_avx2.cpp stays for few rows, where the weights' bytes bind instead.
@@ -21,6 +22,7 @@ namespace {
 constexpr int kPanelCols = 16;  // two ymm of int32 sums per row
 constexpr int kTileRows = 5;    // 10 accumulators, 2 weight vectors, a broadcast and a product: 14 of 16 ymm
 constexpr int64_t kBlockBytes = 192 * 1024;  // a block of widened activation rows stays in L2
+constexpr int64_t kChunkPairs = 256;        // a panel's K chunk (16 KB of int16 pairs) stays in L1
 
 int64_t padded(int64_t K) { return (K + 15) / 16 * 16; }
 
@@ -64,7 +66,8 @@ LOOMLM_AVX2 void pack_panel(const int8_t* w, int64_t K, int64_t n0, int cols, in
 }
 
 // Activation rows widened to int16 pairs and interleaved per tile: pair p of the tile's row r at
-// x16[(p * kTileRows + r) * 2], so a tile reads one sequential stream (rows past `rows` stay zero).
+// x16[(p * kTileRows + r) * 2], so a tile reads one sequential stream (a short last tile reads only
+// its own rows).
 LOOMLM_AVX2 void widen(const int8_t* xq, int64_t K, int64_t rows, int16_t* x16) {
   const int64_t K16 = padded(K), full = K / 16 * 16, tile_elems = K16 * kTileRows;
   for (int64_t m = 0; m < rows; ++m) {
@@ -112,20 +115,34 @@ LOOMLM_AVX2 inline void store(const __m256i sums[2], const Int8Epilogue& e, int6
   std::memcpy(e.out + m * N + n0, row, sizeof(float) * cols);
 }
 
-// Five rows (x16 zero-padded to a multiple of five) times the panel; `rows` of them are written. The
-// accumulators are named variables, not an array: GCC kept an array's copy on the stack in sync with
-// the registers, a store per multiply (measured: 27 against 50+ G multiply-adds/s).
-LOOMLM_AVX2 inline void tile(const int16_t* x, int64_t K16, const int16_t* panel, const Int8Epilogue& e, int64_t m0,
-                             int64_t n0, int64_t N, int rows, int cols) {
-  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-          c31 = c00, c40 = c00, c41 = c00;
+// A tile of R rows (R <= 5) times the panel's pairs [p_begin, p_end). Sums start from zero on the
+// first K chunk and from `partial` after it; the last chunk stores through the epilogue, the others
+// back to `partial`. The accumulators are named variables, not an array: GCC kept an array's copy on
+// the stack in sync with the registers, a store per multiply (measured: 27 against 50+ G
+// multiply-adds/s). The template drops the rows a short tile lacks, so a batch of 32 costs 32 rows
+// of work, not 35.
+template <int R>
+LOOMLM_AVX2 inline void tile(const int16_t* x, const int16_t* panel, int64_t p_begin, int64_t p_end,
+                             int32_t* partial, bool first, bool last, const Int8Epilogue& e, int64_t m0, int64_t n0,
+                             int64_t N, int cols) {
+  __m256i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = _mm256_setzero_si256();
+  } else {
+    const __m256i* saved = reinterpret_cast<const __m256i*>(partial);
+    c00 = _mm256_loadu_si256(saved), c01 = _mm256_loadu_si256(saved + 1);
+    c10 = _mm256_loadu_si256(saved + 2), c11 = _mm256_loadu_si256(saved + 3);
+    c20 = _mm256_loadu_si256(saved + 4), c21 = _mm256_loadu_si256(saved + 5);
+    c30 = _mm256_loadu_si256(saved + 6), c31 = _mm256_loadu_si256(saved + 7);
+    c40 = _mm256_loadu_si256(saved + 8), c41 = _mm256_loadu_si256(saved + 9);
+  }
   const int16_t *x0 = x, *x1 = x + 2, *x2 = x + 4, *x3 = x + 6, *x4 = x + 8;
-  for (int64_t p = 0; p < K16 / 2; ++p) {
+  for (int64_t p = p_begin; p < p_end; ++p) {
     const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + p * 32));
     const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + p * 32 + 16));
-#define LOOMLM_ROW(i)                                        \
-  {                                                          \
-    const __m256i a = pair_at(x##i + 2 * kTileRows * p);     \
+#define LOOMLM_ROW(i)                                                \
+  if constexpr (R > i) {                                             \
+    const __m256i a = pair_at(x##i + 2 * kTileRows * p);             \
     c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(a, w0)); \
     c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(a, w1)); \
   }
@@ -133,29 +150,48 @@ LOOMLM_AVX2 inline void tile(const int16_t* x, int64_t K16, const int16_t* panel
 #undef LOOMLM_ROW
   }
   const __m256i sums[kTileRows][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}};
-  for (int r = 0; r < rows; ++r) store(sums[r], e, m0 + r, n0, N, cols);
+  if (last) {
+    for (int r = 0; r < R; ++r) store(sums[r], e, m0 + r, n0, N, cols);
+  } else {
+    for (int r = 0; r < kTileRows; ++r)
+      for (int h = 0; h < 2; ++h) _mm256_storeu_si256(reinterpret_cast<__m256i*>(partial) + 2 * r + h, sums[r][h]);
+  }
 }
+
+using TileFn = void (*)(const int16_t*, const int16_t*, int64_t, int64_t, int32_t*, bool, bool,
+                        const Int8Epilogue&, int64_t, int64_t, int64_t, int);
+constexpr TileFn kTiles[kTileRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>};
 
 }  // namespace
 
 LOOMLM_AVX2 void int8_rows_wide(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N,
                                 int64_t n_begin, int64_t n_end, const Int8Epilogue& epilogue) {
-  const int64_t K16 = padded(K);
+  const int64_t K16 = padded(K), pairs = K16 / 2;
   const int64_t block = std::max<int64_t>(kTileRows, kBlockBytes / (2 * K16) / kTileRows * kTileRows);
-  const int64_t block_rows = std::min(rows, block);
-  // Rounded up to whole tiles; the pad rows are zeros and their sums are not written.
-  std::vector<int16_t> panel(K16 * kPanelCols), x16((block_rows + kTileRows - 1) / kTileRows * kTileRows * K16);
+  const int64_t block_rows = std::min(rows, block), block_tiles = (block_rows + kTileRows - 1) / kTileRows;
+  std::vector<int16_t> panel(K16 * kPanelCols), x16(block_tiles * kTileRows * K16);
+  // One int32 [5, 16] partial per tile of the block, between K chunks.
+  std::vector<int32_t> partials(block_tiles * kTileRows * kPanelCols);
   for (int64_t m0 = 0; m0 < rows; m0 += block) {
     const int64_t mb = std::min(block, rows - m0);
-    const int64_t last_tile = (mb - 1) / kTileRows * kTileRows;
-    std::fill_n(x16.data() + last_tile * K16, K16 * kTileRows, int16_t{0});  // the last block's pad rows
     widen(xq + m0 * K, K, mb, x16.data());
     for (int64_t n0 = n_begin; n0 < n_end; n0 += kPanelCols) {
       const int cols = static_cast<int>(std::min<int64_t>(kPanelCols, n_end - n0));
       pack_panel(w, K, n0, cols, panel.data());
-      for (int64_t m = 0; m < mb; m += kTileRows)
-        tile(x16.data() + m * K16, K16, panel.data(), epilogue, m0 + m, n0, N,
-             static_cast<int>(std::min<int64_t>(kTileRows, mb - m)), cols);
+      // The next panel's weights are fetched into L2 while this one's tiles run.
+      const char* next = reinterpret_cast<const char*>(w + (n0 + kPanelCols) * K);
+      const int64_t next_bytes = std::max<int64_t>(0, std::min<int64_t>(kPanelCols, n_end - n0 - kPanelCols)) * K;
+      int64_t fetched = 0;
+      for (int64_t p0 = 0; p0 < pairs; p0 += kChunkPairs) {
+        const int64_t p1 = std::min(pairs, p0 + kChunkPairs);
+        for (int64_t m = 0; m < mb; m += kTileRows) {
+          for (int i = 0; i < 8 && fetched < next_bytes; ++i, fetched += 64) _mm_prefetch(next + fetched, _MM_HINT_T1);
+          const int r = static_cast<int>(std::min<int64_t>(kTileRows, mb - m));
+          kTiles[r](x16.data() + m * K16, panel.data(), p0, p1,
+                    partials.data() + m * kPanelCols, p0 == 0, p1 == pairs,
+                    epilogue, m0 + m, n0, N, cols);
+        }
+      }
     }
   }
 }

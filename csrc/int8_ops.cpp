@@ -13,9 +13,10 @@
 namespace loomlm::ops {
 namespace {
 
-// From this many rows the AVX2 path runs the blocked int16 GEMM rather than the byte tiles
-// (bench/linear_kernels.py, both kernels on every layer shape at 1-512 rows, AMD Zen 3).
-constexpr int64_t kInt8GemmRows = 32;
+// From this many rows the AVX2 path runs the blocked int16 GEMM rather than the byte tiles (both
+// kernels on every layer shape at 4-512 rows, AMD Zen 3: at 576 inputs the GEMM led from 16 rows,
+// 1.11x, at 1536 only from 32, where the tiles' single pass over the weights stops binding).
+int64_t int8_gemm_rows(int64_t K) { return K <= 1024 ? 16 : 32; }
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 }  // namespace
@@ -33,12 +34,12 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, 
   check_float_rows(x, 2, "x");
   const std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
   // "avx2" picks tiles or the GEMM by row count; the other two names pin one (for tests and benches).
-  const int64_t gemm_from_rows = chosen == "avx2_gemm" ? 0 : chosen == "avx2_tiles" ? kNever : kInt8GemmRows;
   const bool loomlm_avx2 = chosen == "avx2" || chosen == "avx2_tiles" || chosen == "avx2_gemm";
   TORCH_CHECK(chosen == "onednn" || chosen == "scalar" || loomlm_avx2, "unknown int8 kernel '", chosen,
               "' (auto, onednn, avx2, avx2_tiles, avx2_gemm, scalar)");
   const loomlm::Isa isa = chosen == "onednn" ? loomlm::Isa::kScalar : isa_named(loomlm_avx2 ? "avx2" : chosen);
   const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
+  const int64_t gemm_from_rows = chosen == "avx2_gemm" ? 0 : chosen == "avx2_tiles" ? kNever : int8_gemm_rows(K);
   // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).
   TORCH_CHECK(qweight.scalar_type() == torch::kInt8 && qweight.dim() == 2 && qweight.size(1) == K,
               "qweight must be int8 [out, ", K, "], got ", qweight.sizes());

@@ -157,8 +157,18 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
 @pytest.mark.parametrize("kernel", ["onednn", "scalar", "avx2", "avx2_tiles", "avx2_gemm"])
 @pytest.mark.parametrize(
     ("rows", "in_features", "out_features"),
-    # decode and prefill row counts (the AVX2 path switches kernels at 32 rows), ragged tiles and panels
-    [(1, 576, 960), (6, 1536, 37), (9, 40, 5), (33, 33, 17), (71, 576, 40), (200, 1536, 33)],
+    # decode and prefill row counts (the AVX2 path switches kernels at 16 or 32 rows), ragged tiles,
+    # panels and K chunks (512 inputs a chunk)
+    [
+        (1, 576, 960),
+        (6, 1536, 37),
+        (9, 40, 5),
+        (17, 576, 40),
+        (33, 33, 17),
+        (37, 1100, 48),
+        (71, 576, 40),
+        (200, 1536, 33),
+    ],
 )
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_every_int8_gemm_gives_the_same_exact_integer_sums(
