@@ -23,6 +23,7 @@ constexpr int kPanelCols = 16;  // two ymm of int32 sums per row
 constexpr int kTileRows = 5;    // 10 accumulators, 2 weight vectors, a broadcast and a product: 14 of 16 ymm
 constexpr int64_t kBlockBytes = 192 * 1024;  // a block of widened activation rows stays in L2
 constexpr int64_t kChunkPairs = 256;        // a panel's K chunk (16 KB of int16 pairs) stays in L1
+constexpr int kPrefetchLinesPerTile = 8;    // the next panel's lines requested before each tile
 
 int64_t padded(int64_t K) { return (K + 15) / 16 * 16; }
 
@@ -153,7 +154,7 @@ LOOMLM_AVX2 inline void tile(const int16_t* x, const int16_t* panel, int64_t p_b
   if (last) {
     for (int r = 0; r < R; ++r) store(sums[r], e, m0 + r, n0, N, cols);
   } else {
-    for (int r = 0; r < kTileRows; ++r)
+    for (int r = 0; r < R; ++r)
       for (int h = 0; h < 2; ++h) _mm256_storeu_si256(reinterpret_cast<__m256i*>(partial) + 2 * r + h, sums[r][h]);
   }
 }
@@ -185,7 +186,8 @@ LOOMLM_AVX2 void int8_rows_wide(const int8_t* xq, int64_t rows, int64_t K, const
       for (int64_t p0 = 0; p0 < pairs; p0 += kChunkPairs) {
         const int64_t p1 = std::min(pairs, p0 + kChunkPairs);
         for (int64_t m = 0; m < mb; m += kTileRows) {
-          for (int i = 0; i < 8 && fetched < next_bytes; ++i, fetched += 64) _mm_prefetch(next + fetched, _MM_HINT_T1);
+          for (int i = 0; i < kPrefetchLinesPerTile && fetched < next_bytes; ++i, fetched += 64)
+            _mm_prefetch(next + fetched, _MM_HINT_T1);
           const int r = static_cast<int>(std::min<int64_t>(kTileRows, mb - m));
           kTiles[r](x16.data() + m * K16, panel.data(), p0, p1,
                     partials.data() + m * kPanelCols, p0 == 0, p1 == pairs,
