@@ -36,6 +36,8 @@ else:
                     "csrc/attention_avx2.cpp",
                     "csrc/model_ops.cpp",
                     "csrc/lora_ops.cpp",
+                    "csrc/lora_avx2.cpp",
+                    "csrc/lora_torch.cpp",
                 ],
                 extra_compile_args=[
                     "-O3",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from loomlm.adapters.cpu_int8 import Int8LoRARows
 from loomlm.adapters.spec import LoRABaseSpec
 
 # (A [r, in], B [out, r]) of one module, or None where the adapter does not target it.
@@ -61,7 +62,9 @@ class CPULoRAGroup:
         num_slots: int,
         max_rank: int,
         dtype: torch.dtype,
+        int8: bool = False,
     ) -> None:
+        """``int8``: round every written slot to int8 and keep the packed copy (`cpu_int8.py`)."""
         self.modules = modules
         self.in_features = spec.module_dims[modules[0]][0]
         self.widths = tuple(spec.module_dims[m][1] for m in modules)
@@ -76,6 +79,17 @@ class CPULoRAGroup:
         self.layouts = [EMPTY_LAYOUT] * num_slots
         # Per slot, per decoder layer: views for the per-adapter path (None: nothing in that layer).
         self.views: list[list[SlotLayerViews | None]] = [[None] * spec.num_layers for _ in range(num_slots)]
+        self.int8 = (
+            Int8LoRARows(self.num_layers, num_slots, self.in_features, self.widths, max_rank)
+            if int8
+            else None
+        )
+
+    def native_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the C++ path reads for decoder layer ``layer``: (rows, None), or the int8 copy, scales."""
+        if self.int8 is None:
+            return self.rows[layer], None
+        return self.int8.packed[layer], self.int8.scales[layer]
 
     def row_size(self, layout: SlotLayout) -> int:
         """Floats a slot with ``layout`` uses in each row."""
@@ -93,6 +107,8 @@ class CPULoRAGroup:
         layout = SlotLayout(rank, present) if rank else EMPTY_LAYOUT
         self.rows[:, slot, : max(old_size, self.row_size(layout))].zero_()
         self.layouts[slot] = layout
+        if self.int8 is not None:
+            self.int8.clear(slot)
         self.views[slot] = [
             self._write_layer(slot, layer, weights[layer], layout) for layer in range(self.num_layers)
         ]
@@ -105,9 +121,10 @@ class CPULoRAGroup:
         row, c = self.rows[layer, slot], layout.rank
         a_size = self.a_t_size(layout)
         a_t = row[:a_size].view(self.in_features, len(layout.modules) * c)
-        parts, position = [], a_size
+        parts, b_ts, position = [], [], a_size
         for j, m in enumerate(layout.modules):
             b_t = row[position : position + c * self.widths[m]].view(c, self.widths[m])
+            b_ts.append(b_t)
             position += c * self.widths[m]
             pair = weights[m]
             if pair is None:
@@ -117,4 +134,6 @@ class CPULoRAGroup:
             a_t[:, j * c : j * c + r].copy_(a.t())
             b_t[:r].copy_(b.t())
             parts.append(ModulePart(j * c, r, b_t[:r], self.offsets[m], self.widths[m]))
+        if parts and self.int8 is not None:
+            self.int8.write(layer, slot, a_t, b_ts)
         return SlotLayerViews(a_t, tuple(parts)) if parts else None

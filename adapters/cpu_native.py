@@ -1,9 +1,11 @@
-"""The CPU LoRA path for decode-sized token groups in C++ (`loomlm._C.lora_slots_apply`): each
-active slot's packed row (`cpu_layout.py`) is read once per layer where it lives, and its tokens'
-updates are added straight into the fused output. The torch path (`cpu_step.py`) first copies the
-rows of same-layout slots into a scratch buffer, pads every slot of a class to its largest token
-count and runs ``bmm``s; with many distinct adapters that copy and the op count dominated a decode
-step. The plan is built once per step and fused layer, and serves every decoder layer."""
+"""The CPU LoRA path in C++ (`loomlm._C.lora_slots_apply`): each active slot's row (`cpu_layout.py`,
+or its int8 copy, `cpu_int8.py`) is read once per layer where it lives, and its tokens' updates are
+added straight into the fused output. The torch path (`cpu_step.py`) first copies the rows of
+same-layout slots into a scratch buffer, pads every slot of a class to its largest token count and
+runs ``bmm``s; with many distinct adapters that copy and the op count dominated a decode step. The
+kernels tile tokens x columns in registers, so prefill-sized groups run there too (at or above
+torch's matmuls on SmolLM2's shapes, ranks 8-64, 16-256 tokens). The plan is built once per step and
+fused layer, and serves every decoder layer."""
 
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ class NativeLoRAPlan:
     starts: torch.Tensor  # int64 [G + 1]
     info: torch.Tensor  # int64 [G, 3 + 2 * modules]: slot, rank, module count, (out offset, width)...
 
-    def apply(self, x: torch.Tensor, out: torch.Tensor, rows: torch.Tensor) -> None:
-        """Add the groups' updates into ``out`` in place; ``rows``: this decoder layer's slot rows."""
-        _C.lora_slots_apply(x, out, rows, self.token_ids, self.starts, self.info)
+    def apply(
+        self, x: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, scales: torch.Tensor | None
+    ) -> None:
+        """Add the groups' updates into ``out`` in place; ``rows`` (and ``scales``, for int8 rows): this
+        decoder layer's slot rows (`CPULoRAGroup.native_layer`)."""
+        _C.lora_slots_apply(x, out, rows, self.token_ids, self.starts, self.info, scales)
 
 
 def plan_native(group: CPULoRAGroup, members: list[tuple[int, int, int]], ids: np.ndarray) -> NativeLoRAPlan:
-    """``members``: (slot, count, start of its tokens in ``ids``) of each decode-sized active slot."""
+    """``members``: (slot, count, start of its tokens in ``ids``) of each active slot."""
     fields = 3 + 2 * len(group.modules)
     info = np.zeros((len(members), fields), dtype=np.int64)
     starts = np.zeros(len(members) + 1, dtype=np.int64)

@@ -26,7 +26,7 @@ class CPULoRAScratch:
         native: bool | None = None,
     ):
         """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never).
-        ``native``: decode-sized slots in C++ (`cpu_native.py`; default: where it applies)."""
+        ``native``: every slot in C++ (`cpu_native.py`; default: where it applies)."""
         if batch_max_tokens < 0:
             raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
         self.batch_max_tokens = batch_max_tokens

@@ -1,6 +1,8 @@
 """One engine step of LoRA on the CPU: plan once per step, apply in every decoder layer.
 
-Cost must follow the adapters in the step and their real ranks. Two ways to run a slot's tokens:
+Cost must follow the adapters in the step and their real ranks. Where loomlm._C is built (float32
+weights), every slot runs in C++ (`cpu_native.py`: register-tiled kernels, decode steps inside the
+fused decode stack). Otherwise, two ways to run a slot's tokens in torch:
 
 * **Batched** (decode-sized groups): slots with at most ``batch_max_tokens`` tokens and the same
   `SlotLayout` form a class (a slot alone in its layout runs per adapter). Per layer, one copy
@@ -131,7 +133,7 @@ class CPULoRAStep:
             if ids is not None:
                 out.index_add_(0, ids, target)
         if plan.native is not None:
-            plan.native.apply(x, out, plan.group.rows[layer])
+            plan.native.apply(x, out, *plan.group.native_layer(layer))
         batched = plan.batched
         if batched is not None:
             torch.index_select(x, 0, batched.token_index, out=batched.x_gathered)
@@ -158,7 +160,7 @@ def _plan_group(
     native: bool,
 ) -> GroupPlan:
     """Split the step's slots into per-adapter runs and batched same-layout classes for one fused layer
-    (``native``: the decode-sized slots all run in C++ instead of batched classes)."""
+    (``native``: every slot runs in C++ instead)."""
     singles: list[SingleRun] = []
     by_layout: dict[SlotLayout, list[SlotTokens]] = {}
     native_members: list[tuple[int, int, int]] = []
@@ -166,7 +168,7 @@ def _plan_group(
         layout = group.layouts[tokens.slot]
         if not layout.rank:
             continue
-        if native and tokens.count <= scratch.batch_max_tokens:
+        if native:
             native_members.append((tokens.slot, tokens.count, tokens.ids_start))
         elif tokens.count <= scratch.batch_max_tokens:
             by_layout.setdefault(layout, []).append(tokens)

@@ -46,12 +46,15 @@ class LoRAModelWeights:
         use_kernels: bool | None = None,
         cpu_batch_max_tokens: int = BATCH_MAX_TOKENS,
         cpu_native: bool | None = None,
+        int8: bool = False,
     ) -> None:
         """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only).
         ``cpu_batch_max_tokens``: on the CPU layout, the most tokens a slot may have in a step to run
         batched with same-layout slots (see `loomlm.adapters.cpu_step`; 0 runs every slot alone).
-        ``cpu_native``: run those slots in C++ instead (`loomlm.adapters.cpu_native`; default: where
-        the extension is built and the weights are float32)."""
+        ``cpu_native``: run every slot in C++ instead (`loomlm.adapters.cpu_native`; default: where
+        the extension is built and the weights are float32).
+        ``int8``: round the weights to int8 and keep a packed int8 copy for the C++ path (CPU layout,
+        float32; `loomlm.adapters.cpu_layout`)."""
         self.spec = spec
         self.num_slots = num_slots
         self.max_rank = max_rank
@@ -59,6 +62,10 @@ class LoRAModelWeights:
         self.use_kernels = device.type != "cpu" if use_kernels is None else use_kernels
         if not self.use_kernels and device.type != "cpu":
             raise ValueError(f"the CPU LoRA layout needs device 'cpu', got {device}; use the kernels")
+        if int8 and (self.use_kernels or dtype != torch.float32):
+            raise ValueError(
+                "int8 LoRA weights run on the CPU layout with float32 weights (lora_dtype='auto' elsewhere)"
+            )
         self.kernel_layers: list[dict[str, KernelLoRALayer]] = []
         self.cpu_groups: dict[str, CPULoRAGroup] = {}
         if self.use_kernels:
@@ -74,7 +81,9 @@ class LoRAModelWeights:
             self.kernel_scratch = torch.zeros(max_num_tokens, max_rank, dtype=dtype, device=device)
         else:
             self.cpu_groups = {
-                group: CPULoRAGroup(modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype)
+                group: CPULoRAGroup(
+                    modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype, int8=int8
+                )
                 for group, modules in spec.groups.items()
             }
             self.cpu_scratch = CPULoRAScratch(

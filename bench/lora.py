@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import random
@@ -37,10 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_common import cpu_model, passage_ids, write_results
+from quant import WINDOW, held_ids, quality
 
 from loomlm import LLM, SamplingParams
+from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_files import default_model_dir
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -66,6 +70,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", help="model directory (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument(
         "--quantization", choices=("int8",), help="the base model's linear layers (default: float32)"
+    )
+    p.add_argument(
+        "--lora-dtype",
+        choices=("auto", "int8"),
+        default="auto",
+        help="adapter weights (default: auto, the model's dtype); int8 also measures perplexity and "
+        "top-1 agreement against float32 adapters",
     )
     p.add_argument("--adapter-dir", help="keep the generated adapters here (default: a temp dir)")
     p.add_argument("--max-num-seqs", type=int, default=64)
@@ -165,6 +176,89 @@ def report(args, walls: dict[int, float], load_times: list[float], prompts, outp
     return "\n".join([*lines, "", "Targets: 1 adapter >= 0.90 of base, 16 adapters >= 0.80 of base."])
 
 
+def slot_logits(runner, slot: int, window: list[int]) -> torch.Tensor:
+    """Logits of every position of ``window`` (one sequence, one chunk) with adapter slot ``slot``."""
+    model_input = single_sequence_input(window, runner.block_size, all_logits=True)
+    model_input.token_slots = np.full(len(window), slot, dtype=np.int32)
+    return runner.execute(model_input).double()
+
+
+def adapter_quality(llm: LLM, names: list[str], ids: list[int]) -> list[tuple[float, list[torch.Tensor]]]:
+    """Per adapter: perplexity over held text and each position's argmax, teacher-forced through the
+    engine's runner with every token on that adapter's slot (as bench/quant.py does per mode)."""
+    engine, runner = llm.engine, llm.engine.executor.runner
+    results = []
+    for name in names:
+        slot = engine.adapters.acquire_slot(engine.adapters.get(name))
+        try:
+            results.append(quality(functools.partial(slot_logits, runner, slot), ids))
+        finally:
+            engine.adapters.release_slot(slot)
+    return results
+
+
+def engine_quality(
+    args, model_dir: Path, paths: list[Path], quantization: str | None, lora_dtype: str, *, cpp: bool = True
+) -> list[tuple[float, list[torch.Tensor]]]:
+    """`adapter_quality` of a fresh engine with these settings (``cpp=False``: the torch LoRA path)."""
+    llm = LLM(
+        str(model_dir),
+        max_num_seqs=args.max_num_seqs,
+        kv_cache_bytes=args.kv_cache_bytes,
+        enable_prefix_caching=False,
+        max_loras=len(paths),
+        max_lora_rank=max(args.ranks),
+        max_cpu_loras=len(paths),
+        quantization=quantization,
+        lora_dtype=lora_dtype,
+    )
+    llm.engine.executor.runner.lora_weights.cpu_scratch.native &= cpp
+    names = [llm.load_adapter(path.name, str(path)).name for path in paths]
+    return adapter_quality(llm, names, held_ids(llm.tokenizer, WINDOW))
+
+
+def compared(label: str, got, expected) -> str:
+    agree = [
+        torch.cat(g[1]).eq(torch.cat(e[1])).float().mean().item() for g, e in zip(got, expected, strict=True)
+    ]
+    change = [g[0] / e[0] - 1 for g, e in zip(got, expected, strict=True)]
+    return (
+        f"| {label} | {statistics.median(agree):.1%} | {min(agree):.1%} | {statistics.median(change):+.2%} "
+        f"| {max(change, key=abs):+.2%} |"
+    )
+
+
+def int8_quality(args, model_dir: Path, paths: list[Path]) -> str:
+    """Int8 adapters against float32 adapters (which match PEFT: tests/), teacher-forced over held
+    text: on a float32 base (the adapters' rounding alone) and on the benched base. A quantized base
+    rounds each token's activations, which turns float-order differences into flipped roundings: the
+    float32 adapters' torch path against their C++ path (same weights) shows that floor."""
+    rows = []
+    for base in dict.fromkeys([None, args.quantization]):
+        reference = engine_quality(args, model_dir, paths, base, "auto")
+        name = base or "float32"
+        rows.append(
+            compared(
+                f"{name} base: int8 adapters", engine_quality(args, model_dir, paths, base, "int8"), reference
+            )
+        )
+        if base is not None:
+            torch_path = engine_quality(args, model_dir, paths, base, "auto", cpp=False)
+            rows.append(
+                compared(f"{name} base: float32 adapters, torch path (the floor)", torch_path, reference)
+            )
+    return "\n".join(
+        [
+            f"Against float32 adapters in C++ on the same base ({len(paths)} adapters, {WINDOW} held tokens, "
+            "teacher-forced; float32 adapters match PEFT in tests/):",
+            "",
+            "| compared | top-1 agreement, median | lowest | perplexity change, median | largest |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
+
+
 def main() -> None:
     args = parse_args()
     model_dir = Path(args.model) if args.model else default_model_dir()
@@ -183,6 +277,7 @@ def main() -> None:
             max_lora_rank=max(args.ranks),
             max_cpu_loras=num_adapters,
             quantization=args.quantization,
+            lora_dtype=args.lora_dtype,
         )
         load_times, names = [], []
         for path in paths:
@@ -193,12 +288,18 @@ def main() -> None:
         prompts, outputs = make_workload(args, ids)
         print(f"measuring base and {args.adapter_counts} adapters, {args.repeats} repeats ...", flush=True)
         walls = measure(args, llm, names, prompts, outputs)
-    section = report(args, walls, load_times, prompts, outputs)
+        section = report(args, walls, load_times, prompts, outputs)
+        if args.lora_dtype == "int8":
+            del llm
+            section += "\n\n" + int8_quality(args, model_dir, paths)
     print("\n" + section)
     if args.write_results:
         name = "lora" if args.quantization is None else f"lora-{args.quantization}"
+        name += "-adapters-int8" if args.lora_dtype == "int8" else ""
         section = (
-            f"Base model linear layers: {args.quantization}.\n\n" if args.quantization else ""
+            f"Base model linear layers: {args.quantization}; adapter weights: {args.lora_dtype}.\n\n"
+            if args.quantization or args.lora_dtype != "auto"
+            else ""
         ) + section
         write_results(name, section, args.quick)
         print("\nwrote bench/RESULTS.md")

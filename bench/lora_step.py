@@ -1,5 +1,6 @@
-"""LoRA's own cost in one engine step on the CPU: the batched path against the per-adapter path
-(batching off), measured in the same run, at the default model's shapes.
+"""LoRA's own cost in one engine step on the CPU: the C++ path (float32 rows, and the int8 copy of
+``lora_dtype="int8"``) against the torch paths (per adapter, and same-layout slots batched), measured
+in the same run, at the default model's shapes.
 
 Where ``bench/lora.py`` measures whole generations (and so the machine's noise over minutes), this
 times only the LoRA update of one step: planning it and applying it to the four fused linear
@@ -10,8 +11,9 @@ layers of every decoder layer, with fixed random inputs, for step shapes the eng
 * a mixed step: 48 decode tokens and prefill chunks, grouped by adapter as the runner does.
 
 Adapters as in ``bench/lora.py`` (all seven modules, ranks cycling 8/16/32/64). The baseline is the
-same weights with ``cpu_batch_max_tokens=0`` (every adapter runs alone: one matmul per adapter and
-module). Variants and cases are interleaved ``--repeats`` times; medians are reported.
+better of the two torch paths per case: ``cpu_batch_max_tokens=0`` (every adapter alone: one matmul
+per adapter and module) or the default (decode-sized same-layout slots batched). Variants and cases
+are interleaved ``--repeats`` times; medians are reported.
 
     .venv/bin/python bench/lora_step.py --quick           # smoke test (not a measurement)
     .venv/bin/python bench/lora_step.py --write-results   # a few minutes
@@ -42,6 +44,12 @@ from loomlm.engine.model_files import default_model_dir
 from loomlm.engine.models.arch import LlamaArch
 
 MAX_TOKENS = 2048
+VARIANTS = {
+    "torch, per adapter": dict(cpu_native=False, cpu_batch_max_tokens=0),
+    "torch, batched": dict(cpu_native=False),
+    "C++ float32": dict(cpu_native=True),
+    "C++ int8": dict(cpu_native=True, int8=True),
+}
 
 
 def spec_of(model_dir: Path) -> LoRABaseSpec:
@@ -90,8 +98,7 @@ def main() -> None:
         paths = make_adapters(model_dir, adapter_dir, num_adapters, ranks, seed=0)
         adapters = [load_peft_adapter(path.name, path, spec, max(ranks)) for path in paths]
     variants = {}
-    for name, batch_max in (("per adapter", 0), ("batched", None)):
-        extra = {} if batch_max is None else {"cpu_batch_max_tokens": batch_max}
+    for name, extra in VARIANTS.items():
         weights = LoRAModelWeights(
             spec, num_slots=num_adapters, max_rank=max(ranks), max_num_tokens=MAX_TOKENS, **extra
         )
@@ -122,13 +129,18 @@ def main() -> None:
         f"({spec.num_layers} layers); LoRA update only (plan + 4 fused layers x {spec.num_layers}); "
         f"median of {repeats} interleaved repeats",
         "",
-        "| step | per adapter (ms) | batched (ms) | speedup |",
-        "|---|---:|---:|---:|",
+        "Milliseconds; the speedups are over the better torch path.",
+        "",
+        f"| step | {' (ms) | '.join(VARIANTS)} (ms) | C++ float32 speedup | C++ int8 speedup |",
+        "|---|" + "---:|" * (len(VARIANTS) + 2),
     ]
     for case in cases:
-        alone = statistics.median(times[(case, "per adapter")]) * 1e3
-        batched = statistics.median(times[(case, "batched")]) * 1e3
-        lines.append(f"| {case} | {alone:,.1f} | {batched:,.1f} | {alone / batched:.2f} |")
+        ms = {name: statistics.median(times[(case, name)]) * 1e3 for name in VARIANTS}
+        torch_best = min(ms["torch, per adapter"], ms["torch, batched"])
+        cells = " | ".join(f"{v:,.1f}" for v in ms.values())
+        lines.append(
+            f"| {case} | {cells} | {torch_best / ms['C++ float32']:.2f} | {torch_best / ms['C++ int8']:.2f} |"
+        )
     section = "\n".join(lines)
     print("\n" + section)
     if args.write_results:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from loomlm.cli.common import CliError, parse_adapter, validation_message
+from loomlm.engine.config import LORA_DTYPES
 
 # ``LLM.__init__`` defaults shown in --help (the options themselves default to None: not passed).
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -186,6 +187,12 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="adapters kept in memory (default: max(max_loras, 16))",
     )
+    g.add_argument(
+        "--lora-dtype",
+        choices=LORA_DTYPES,
+        help="adapter weights: auto (the model's dtype) or int8 (CPU, float32; faster with many adapters) "
+        "(default: auto)",
+    )
 
 
 ENGINE_KEYS = (
@@ -207,6 +214,7 @@ ENGINE_KEYS = (
     "max_loras",
     "max_lora_rank",
     "max_cpu_loras",
+    "lora_dtype",
 )
 
 

@@ -17,7 +17,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("qweight"), py::arg("w_scale"), py::arg("inv_smooth"), py::arg("bias"), py::arg("kernel") = "auto");
   m.def("int8_kernel", &ops::int8_kernel, "the int8 GEMM int8_linear runs by default on this CPU");
   m.def("lora_slots_apply", &ops::lora_slots_apply, "LoRA of decode-sized token groups, added into out",
-        py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("token_ids"), py::arg("starts"), py::arg("info"));
+        py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("token_ids"), py::arg("starts"), py::arg("info"),
+        py::arg("scales") = py::none(), py::arg("isa") = "auto");
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
         py::arg("residual"), py::arg("weight"), py::arg("eps"));
   m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",

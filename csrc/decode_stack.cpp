@@ -30,17 +30,19 @@ torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torc
 
 void DecodeStack::add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
                            const std::vector<torch::Tensor>& lora) const {
-  if (lora.empty() || lora[4 * group].numel() == 0) return;
-  ops::lora_slots_apply(x, out, lora[4 * group].select(0, l), lora[4 * group + 1], lora[4 * group + 2],
-                        lora[4 * group + 3]);
+  if (lora.empty() || lora[kLoRATensors * group].numel() == 0) return;
+  const torch::Tensor* t = lora.data() + kLoRATensors * group;
+  const auto scales = t[1].numel() ? c10::optional<torch::Tensor>(t[1].select(0, l)) : c10::nullopt;
+  ops::lora_slots_apply(x, out, t[0].select(0, l), t[2], t[3], t[4], scales);
 }
 
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                                const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
                                const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora) {
   TORCH_CHECK(hidden.dim() == 2 && hidden.is_contiguous(), "hidden must be contiguous [tokens, hidden]");
-  TORCH_CHECK(lora.empty() || lora.size() == 16, "lora takes four tensors for each of the 4 fused layers");
-  for (size_t g = 0; g < lora.size(); g += 4) {
+  TORCH_CHECK(lora.empty() || lora.size() == 4 * kLoRATensors, "lora takes ", int(kLoRATensors),
+              " tensors for each of the 4 fused layers");
+  for (size_t g = 0; g < lora.size(); g += kLoRATensors) {
     TORCH_CHECK(lora[g].numel() == 0 || (lora[g].dim() == 3 && lora[g].size(0) == int64_t(layers_.size())),
                 "LoRA rows must be [layers, slots, row size] with one entry per decoder layer");
   }

@@ -25,6 +25,8 @@ enum LayerTensor : int {
   kNumLayerTensors,
 };
 
+constexpr int kLoRATensors = 5;  // per fused layer: rows, scales, token_ids, starts, info
+
 class DecodeStack {
  public:
   DecodeStack(std::vector<std::vector<torch::Tensor>> layers, std::vector<torch::Tensor> key_caches,
@@ -33,9 +35,10 @@ class DecodeStack {
 
   // hidden: the step's embeddings [T, hidden] (T decode tokens, row t is sequence t; taken over as
   // the residual stream). Returns the last layer's output plus the stream: the final norm's input.
-  // lora: empty (no adapter in the step), or four tensors per fused linear layer (qkv, o, gate_up,
-  // down, in that order): its every-layer slot rows [layers, slots, row size] and the step's plan
-  // (token_ids, starts, info: lora_slots_apply's); empty rows for a layer no adapter targets.
+  // lora: empty (no adapter in the step), or kLoRATensors per fused linear layer (qkv, o, gate_up,
+  // down, in that order): its every-layer slot rows [layers, slots, row size] (float32, or int8 with
+  // their scales [layers, slots, n]; empty scales for float32) and the step's plan (token_ids, starts,
+  // info: lora_slots_apply's); empty rows for a layer no adapter targets.
   torch::Tensor run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
                     const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora);

@@ -7,7 +7,6 @@
 
 #include <vector>
 
-#include "lora_ops.h"
 #include "model_ops.h"
 #include "quant_kernels.h"
 #include "torch_checks.h"
@@ -70,48 +69,6 @@ torch::Tensor q4_1_linear(const torch::Tensor& x, const torch::Tensor& qs, const
 torch::Tensor q8_0_linear(const torch::Tensor& x, const torch::Tensor& qs, const torch::Tensor& scales,
                           const std::string& isa) {
   return block_linear(x, qs, scales, nullptr, loomlm::q8_0_linear_rows, isa);
-}
-
-void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
-                      const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info) {
-  check_float_rows(x, 2, "x");
-  check_float_rows(out, 2, "out");
-  check_float_rows(rows, 2, "rows");
-  TORCH_CHECK(rows.is_contiguous() && out.size(0) == x.size(0), "rows must be contiguous; out and x share rows");
-  for (const auto* t : {&token_ids, &starts, &info}) {
-    TORCH_CHECK(t->scalar_type() == torch::kInt64 && t->is_contiguous(), "plan tensors must be contiguous int64");
-  }
-  const int64_t groups = info.size(0), fields = info.size(1), in = x.size(1), T = x.size(0);
-  TORCH_CHECK(info.dim() == 2 && fields >= 3 && starts.numel() == groups + 1, "plan shapes mismatch");
-  const int64_t* id = token_ids.data_ptr<int64_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  const int64_t* inf = info.data_ptr<int64_t>();
-  int64_t largest = 0;
-  for (int64_t g = 0; g < groups; ++g) {  // every index in range before any work
-    const int64_t* f = inf + g * fields;
-    TORCH_CHECK(f[0] >= 0 && f[0] < rows.size(0) && f[1] > 0 && f[2] > 0 && 3 + 2 * f[2] <= fields,
-                "LoRA plan group ", g, " is malformed");
-    int64_t size = in * f[1] * f[2];
-    for (int64_t m = 0; m < f[2]; ++m) {
-      TORCH_CHECK(f[3 + 2 * m] >= 0 && f[3 + 2 * m] + f[4 + 2 * m] <= out.size(1), "module window outside out");
-      size += f[1] * f[4 + 2 * m];
-    }
-    TORCH_CHECK(size <= rows.size(1) && st[g] <= st[g + 1] && st[g + 1] <= token_ids.numel(),
-                "LoRA plan group ", g, " reads past its row or its tokens");
-    for (int64_t t = st[g]; t < st[g + 1]; ++t) TORCH_CHECK(id[t] >= 0 && id[t] < T, "token id out of range");
-    largest = std::max(largest, (st[g + 1] - st[g]) * f[1] * f[2]);
-  }
-  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> y(largest);
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t* f = inf + g * fields;
-      std::vector<int64_t> offsets(f[2]), widths(f[2]);
-      for (int64_t m = 0; m < f[2]; ++m) offsets[m] = f[3 + 2 * m], widths[m] = f[4 + 2 * m];
-      loomlm::lora_slot_tokens(x.data_ptr<float>(), x.stride(0), id + st[g], st[g + 1] - st[g],
-                               rows.data_ptr<float>() + f[0] * rows.stride(0), in, f[1], f[2], offsets.data(),
-                               widths.data(), out.data_ptr<float>(), out.stride(0), y.data());
-    }
-  });
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,

@@ -20,11 +20,14 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, 
                           const std::string& kernel = "auto");
 std::string int8_kernel();
 
-// LoRA of decode-sized token groups, in place on out [T, width]: for slot group g, tokens
-// token_ids[starts[g] : starts[g+1]] through row rows[info[g, 0]] of rank info[g, 1] holding
-// info[g, 2] modules, whose (out offset, width) pairs follow in info[g, 3:].
+// LoRA of decode-sized token groups, in place on out [T, width] (lora_torch.cpp): for slot group g,
+// tokens token_ids[starts[g] : starts[g+1]] through row rows[info[g, 0]] of rank info[g, 1] holding
+// info[g, 2] modules, whose (out offset, width) pairs follow in info[g, 3:]. rows: float32 in the CPU
+// layout, or int8 in the packed layout of lora_ops.h with its per-slot scales. isa: the kernels,
+// "auto", "avx2" or "scalar".
 void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
-                      const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info);
+                      const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info,
+                      const c10::optional<torch::Tensor>& scales = c10::nullopt, const std::string& isa = "auto");
 
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);

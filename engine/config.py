@@ -74,17 +74,28 @@ class CacheConfig:
         _require(self.kv_cache_bytes is None or self.kv_cache_bytes > 0, "kv_cache_bytes must be positive")
 
 
+LORA_DTYPES = ("auto", "int8")
+
+
 @dataclass(slots=True)
 class LoRAConfig:
     """Multi-LoRA serving. ``max_loras`` adapters can run in one step (device slots), each of rank
-    at most ``max_lora_rank``; ``max_cpu_loras`` loaded adapters stay in memory (others are re-read)."""
+    at most ``max_lora_rank``; ``max_cpu_loras`` loaded adapters stay in memory (others are re-read).
+    ``lora_dtype``: "auto" keeps adapter weights in the model's dtype; "int8" (CPU, float32) rounds
+    them to int8 per rank component when they are written to a slot, and decode steps read a packed
+    int8 copy (a quarter of the bytes; bench/lora.py states its agreement with float32 adapters)."""
 
     enable: bool = False
     max_loras: int = 4
     max_lora_rank: int = 64
     max_cpu_loras: int | None = None  # None: max(max_loras, 16)
+    lora_dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        _require(
+            self.lora_dtype in LORA_DTYPES,
+            f"lora_dtype must be one of {LORA_DTYPES}, got {self.lora_dtype!r}",
+        )
         _require(self.max_loras >= 1, f"max_loras must be >= 1, got {self.max_loras}")
         _require(self.max_lora_rank >= 1, f"max_lora_rank must be >= 1, got {self.max_lora_rank}")
         if self.max_cpu_loras is None:
@@ -177,4 +188,9 @@ class EngineConfig:
             self.quantization is None or (self.device == "cpu" and self.dtype in ("float32", "auto")),
             f"quantization={self.quantization!r} runs on the CPU with dtype float32 (its kernels take "
             f"float32 activations); got device {self.device!r}, dtype {self.dtype!r}",
+        )
+        _require(
+            self.lora.lora_dtype == "auto" or (self.device == "cpu" and self.dtype in ("float32", "auto")),
+            f"lora_dtype={self.lora.lora_dtype!r} runs on the CPU with dtype float32; got device "
+            f"{self.device!r}, dtype {self.dtype!r}",
         )

@@ -80,6 +80,7 @@ class LLMEngine:
             tensor_parallel_size=tp_size,
             max_loras=lora.max_loras if lora.enable else 0,
             max_lora_rank=lora.max_lora_rank if lora.enable else 0,
+            lora_dtype=lora.lora_dtype,
             quantization=config.quantization,
             # At most one context of the model: positions past it have no rotary entry.
             calibration_ids=tuple(self.tokenizer(CALIBRATION_TEXT)["input_ids"][:max_model_len])

@@ -35,6 +35,7 @@ class WorkerSpec:
     tensor_parallel_size: int = 1
     max_loras: int = 0  # 0: LoRA off
     max_lora_rank: int = 0
+    lora_dtype: str = "auto"  # LoRAConfig.lora_dtype
     quantization: str | None = None  # see loomlm.engine.models.quantized
     calibration_ids: tuple[int, ...] = ()  # the text int8 calibrates on, tokenized
 
@@ -59,6 +60,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             max_num_tokens=spec.max_num_batched_tokens,
             dtype=dtype,
             device=device,
+            int8=spec.lora_dtype == "int8",
         )
     runner = ModelRunner(
         model,

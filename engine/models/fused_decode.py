@@ -5,7 +5,7 @@ dispatch checks, views: about 40 calls a layer) cost as much as the kernels them
 runs the same ops in the same order from C++, without the GIL.
 
 Steps with adapters run in the stack too when every slot of the step takes the C++ LoRA path
-(decode-sized token groups, `adapters/cpu_native.py`): the stack adds each fused layer's update
+(`adapters/cpu_native.py`, where the extension is built): the stack adds each fused layer's update
 after its product, where the module path does. Steps with a prefill chunk (torch's SDPA), adapter
 slots on the grouped torch path, or tensor parallelism (collectives between layers) take the module
 path, which stays the reference the stack is tested against."""
@@ -22,7 +22,8 @@ from loomlm.engine.models.quantized import Int8Linear
 from loomlm.kernels.native import _C
 
 _LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
-_NO_LORA = (torch.empty(0),) * 4
+_EMPTY = torch.empty(0)
+_NO_LORA = (_EMPTY,) * 5  # a fused layer without adapters in the step (decode_stack.h: kLoRATensors)
 
 
 class FusedDecode:
@@ -104,7 +105,7 @@ class FusedDecode:
 
 
 def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:
-    """The stack's ``lora`` argument: per fused layer, its rows and its step plan (or four empties)."""
+    """The stack's ``lora`` argument: per fused layer, its rows, scales and step plan (or five empties)."""
     tensors = []
     for _, name in _LINEARS:
         plan = lora.plans.get(name)
@@ -112,5 +113,7 @@ def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:
         if native is None:
             tensors += _NO_LORA
         else:
-            tensors += [plan.group.rows, native.token_ids, native.starts, native.info]
+            int8 = plan.group.int8
+            rows, scales = (plan.group.rows, _EMPTY) if int8 is None else (int8.packed, int8.scales)
+            tensors += [rows, scales, native.token_ids, native.starts, native.info]
     return tensors

@@ -41,7 +41,9 @@ def reference_update(adapter_of_token, layer, group, x, spec):
     return out
 
 
-def make_weights(spec, adapters, slot_names, *, use_kernels=False, max_num_tokens=64, cpu_native=False):
+def make_weights(
+    spec, adapters, slot_names, *, use_kernels=False, max_num_tokens=64, cpu_native=False, int8=False
+):
     weights = LoRAModelWeights(
         spec,
         num_slots=len(slot_names),
@@ -49,6 +51,7 @@ def make_weights(spec, adapters, slot_names, *, use_kernels=False, max_num_token
         max_num_tokens=max_num_tokens,
         use_kernels=use_kernels,
         cpu_native=cpu_native,
+        int8=int8,
     )
     for slot, name in enumerate(slot_names):
         if name is not None:
@@ -88,7 +91,11 @@ STEPS = {
 }
 
 
-PATHS = {"cpu-path": dict(), "cpu-native": dict(cpu_native=True), "kernel-path": dict(use_kernels=True)}
+PATHS = {
+    "cpu-path": dict(),
+    "cpu-native": dict(cpu_native=True),
+    "kernel-path": dict(use_kernels=True),
+}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -101,9 +108,33 @@ def test_step_update_matches_per_token_reference(spec, adapters, case, group, la
     slot_names, token_slots = STEPS[case]
     weights = make_weights(spec, adapters, slot_names, **PATHS[path])
     step = check_step(spec, adapters, weights, slot_names, token_slots, layer, group)
-    if path == "cpu-native":  # decode-sized slots all went to C++; the long prefill run did not
-        assert all(plan.batched is None for plan in step.plans.values())
+    if path == "cpu-native":  # every slot went to C++, the long prefill run too
+        assert all(plan.batched is None and not plan.singles for plan in step.plans.values())
         assert step.plans[group].native is not None
+
+
+@pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+@pytest.mark.parametrize("case", list(STEPS))
+def test_int8_weights_in_cpp_equal_the_torch_path_on_their_rounded_floats(spec, adapters, case):
+    slot_names, token_slots = STEPS[case]
+    weights = make_weights(spec, adapters, slot_names, cpu_native=True, int8=True)
+    meta = LoRABatchMetadataBuilder(64, len(slot_names)).build(np.array(token_slots, dtype=np.int32))
+    token_adapters = [None if s < 0 else adapters[slot_names[s]] for s in token_slots]
+    torch.manual_seed(0)
+    for group in GROUPS:
+        in_features = spec.module_dims[spec.groups[group][0]][0]
+        for layer in (0, 1):
+            x = torch.randn(len(token_slots), in_features)
+            outs = []
+            for native in (True, False):  # the C++ int8 copy, then torch on the float32 rows
+                weights.cpu_scratch.native = native
+                out = torch.zeros(len(token_slots), sum(spec.module_dims[m][1] for m in spec.groups[group]))
+                outs.append(weights.step(meta).apply(layer, group, x, out))
+            torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+            exact = reference_update(token_adapters, layer, group, x, spec)
+            error, size = (outs[0] - exact).abs().max(), exact.abs().max()
+            # Rounded (not the float weights), by a few hundredths of the update at most.
+            assert (size == 0 and error == 0) or 0 < error < 0.03 * size, (group, layer, error, size)
 
 
 def test_cpu_path_batches_decode_sized_groups_by_layout(spec, adapters):
@@ -123,7 +154,9 @@ def test_cpu_path_batches_decode_sized_groups_by_layout(spec, adapters):
 
 def test_cpu_batching_off_runs_every_slot_alone_with_the_same_update(spec, adapters):
     slot_names, token_slots = STEPS["decode"]
-    weights = LoRAModelWeights(spec, num_slots=4, max_rank=16, max_num_tokens=64, cpu_batch_max_tokens=0)
+    weights = LoRAModelWeights(
+        spec, num_slots=4, max_rank=16, max_num_tokens=64, cpu_batch_max_tokens=0, cpu_native=False
+    )
     for slot, name in enumerate(slot_names):
         weights.write_slot(slot, adapters[name])
     step = check_step(spec, adapters, weights, slot_names, token_slots, 1, "down_proj")
