@@ -3,9 +3,9 @@ or its int8 copy, `cpu_int8.py`) is read once per layer where it lives, and its 
 added straight into the fused output. The torch path (`cpu_step.py`) first copies the rows of
 same-layout slots into a scratch buffer, pads every slot of a class to its largest token count and
 runs ``bmm``s; with many distinct adapters that copy and the op count dominated a decode step. The
-kernels tile tokens x columns in registers, so prefill-sized groups run there too (at or above
-torch's matmuls on SmolLM2's shapes, ranks 8-64, 16-256 tokens). The plan is built once per step and
-fused layer, and serves every decoder layer."""
+kernels tile tokens x columns in registers; slots of up to ``NATIVE_MAX_TOKENS`` run here
+(`cpu_scratch.py`), so a decode step with one adapter and 64 sequences stays in C++ too. The plan
+is built once per step and fused layer, and serves every decoder layer."""
 
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ from loomlm.adapters.cpu_native import native_lora_applies
 # Default ``batch_max_tokens``: a slot with more tokens than this in a step runs alone, since its
 # matmul is already efficient and padding the other slots of its class up to its count would waste work.
 BATCH_MAX_TOKENS = 16
+# With the C++ path on: a slot with at most this many tokens in a step runs there, one with more (a
+# prefill chunk) runs torch's matmul per adapter. bench/lora_step.py: a 2048-token prefill step in
+# chunks of 256 ran 0.83x torch's speed in C++, while decode steps of 64 tokens ran 1.4-4x faster, and
+# a decode step must run every slot in C++ to stay in the fused decode stack.
+NATIVE_MAX_TOKENS = 64
 
 
 class CPULoRAScratch:
@@ -35,6 +40,7 @@ class CPULoRAScratch:
         if native and not native_lora_applies(dtype):
             raise ValueError("the C++ LoRA path needs loomlm._C and float32 adapter weights")
         self.native = native_lora_applies(dtype) if native is None else native
+        self.native_max_tokens = NATIVE_MAX_TOKENS
         max_in = max(g.in_features for g in groups.values())
         max_y = max(len(g.modules) for g in groups.values()) * max_rank
         self.x_gathered = torch.empty(max_rows * max_in, dtype=dtype)

@@ -1,8 +1,9 @@
 """One engine step of LoRA on the CPU: plan once per step, apply in every decoder layer.
 
 Cost must follow the adapters in the step and their real ranks. Where loomlm._C is built (float32
-weights), every slot runs in C++ (`cpu_native.py`: register-tiled kernels, decode steps inside the
-fused decode stack). Otherwise, two ways to run a slot's tokens in torch:
+weights), slots of up to ``NATIVE_MAX_TOKENS`` tokens run in C++ (`cpu_native.py`: register-tiled
+kernels; decode steps inside the fused decode stack). Otherwise, two ways to run a slot's tokens in
+torch:
 
 * **Batched** (decode-sized groups): slots with at most ``batch_max_tokens`` tokens and the same
   `SlotLayout` form a class (a slot alone in its layout runs per adapter). Per layer, one copy
@@ -81,7 +82,7 @@ class GroupPlan:
     group: CPULoRAGroup
     singles: tuple[SingleRun, ...]
     batched: BatchedPlan | None
-    native: NativeLoRAPlan | None = None  # decode-sized slots in C++, where it applies
+    native: NativeLoRAPlan | None = None  # slots of up to native_max_tokens in C++, where it applies
 
 
 class CPULoRAStep:
@@ -160,7 +161,7 @@ def _plan_group(
     native: bool,
 ) -> GroupPlan:
     """Split the step's slots into per-adapter runs and batched same-layout classes for one fused layer
-    (``native``: every slot runs in C++ instead)."""
+    (``native``: slots of up to ``native_max_tokens`` run in C++ instead of batched classes)."""
     singles: list[SingleRun] = []
     by_layout: dict[SlotLayout, list[SlotTokens]] = {}
     native_members: list[tuple[int, int, int]] = []
@@ -168,7 +169,7 @@ def _plan_group(
         layout = group.layouts[tokens.slot]
         if not layout.rank:
             continue
-        if native:
+        if native and tokens.count <= scratch.native_max_tokens:
             native_members.append((tokens.slot, tokens.count, tokens.ids_start))
         elif tokens.count <= scratch.batch_max_tokens:
             by_layout.setdefault(layout, []).append(tokens)
