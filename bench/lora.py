@@ -200,7 +200,8 @@ def adapter_quality(llm: LLM, names: list[str], ids: list[int]) -> list[tuple[fl
 def engine_quality(
     args, model_dir: Path, paths: list[Path], quantization: str | None, lora_dtype: str, *, cpp: bool = True
 ) -> list[tuple[float, list[torch.Tensor]]]:
-    """`adapter_quality` of a fresh engine with these settings (``cpp=False``: the torch LoRA path)."""
+    """`adapter_quality` of a fresh engine with these settings: every slot in C++ (the path decode steps
+    take; by default a window this long would run torch's matmuls), or with ``cpp=False`` in torch."""
     llm = LLM(
         str(model_dir),
         max_num_seqs=args.max_num_seqs,
@@ -212,7 +213,9 @@ def engine_quality(
         quantization=quantization,
         lora_dtype=lora_dtype,
     )
-    llm.engine.executor.runner.lora_weights.cpu_scratch.native &= cpp
+    scratch = llm.engine.executor.runner.lora_weights.cpu_scratch
+    scratch.native &= cpp
+    scratch.native_max_tokens = WINDOW
     names = [llm.load_adapter(path.name, str(path)).name for path in paths]
     return adapter_quality(llm, names, held_ids(llm.tokenizer, WINDOW))
 
