@@ -80,16 +80,14 @@ class LLM(ToolCallsAPI):
         float32); ``"int4"``: GGUF Q4_1 blocks with a Q8_0 LM head (the default model runs its
         GGUF's own blocks, as llama.cpp does); ``"q8_0"``: Q8_0 blocks. Faster, at a small quality
         cost (bench/quant.py).
-        ``lora_dtype="int8"`` rounds adapter weights to int8 (CPU, float32; faster decode with many
-        adapters, see `LoRAConfig`).
+        ``lora_dtype="int8"``: adapter weights rounded to int8 (CPU, float32; see `LoRAConfig`).
         ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
         ``distributed_executor_backend="mp"``, the default for more than one); a script that uses
         it must guard its entry point with ``if __name__ == "__main__":`` (workers are spawned)."""
         lora_sizes = {"max_loras": max_loras, "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
         given = {key: value for key, value in lora_sizes.items() if value is not None}
-        lora = LoRAConfig(
-            enable=enable_lora if enable_lora is not None else bool(given), lora_dtype=lora_dtype, **given
-        )
+        enable = enable_lora if enable_lora is not None else bool(given)
+        lora = LoRAConfig(enable=enable, lora_dtype=lora_dtype, **given)
         scheduler = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
