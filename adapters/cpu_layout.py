@@ -85,11 +85,16 @@ class CPULoRAGroup:
             else None
         )
 
-    def native_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What the C++ path reads for decoder layer ``layer``: (rows, None), or the int8 copy, scales."""
+    def native_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the C++ path reads, [layers, slots, ...]: (rows, None), or the int8 copy and its scales."""
         if self.int8 is None:
-            return self.rows[layer], None
-        return self.int8.packed[layer], self.int8.scales[layer]
+            return self.rows, None
+        return self.int8.packed, self.int8.scales
+
+    def native_layer(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`native_tensors` of decoder layer ``layer``."""
+        rows, scales = self.native_tensors()
+        return rows[layer], None if scales is None else scales[layer]
 
     def row_size(self, layout: SlotLayout) -> int:
         """Floats a slot with ``layout`` uses in each row."""

@@ -13,7 +13,7 @@ from loomlm.adapters.cpu_native import native_lora_applies
 BATCH_MAX_TOKENS = 16
 # With the C++ path on: a slot with at most this many tokens in a step runs there, one with more (a
 # prefill chunk) runs torch's matmul per adapter. bench/lora_step.py: a 2048-token prefill step in
-# chunks of 256 ran 0.83x torch's speed in C++, while decode steps of 64 tokens ran 1.4-4x faster, and
+# chunks of 256 ran 0.83x torch's speed in C++, while decode steps of 64 tokens ran 1.5-3.9x faster, and
 # a decode step must run every slot in C++ to stay in the fused decode stack.
 NATIVE_MAX_TOKENS = 64
 
@@ -31,7 +31,8 @@ class CPULoRAScratch:
         native: bool | None = None,
     ):
         """``batch_max_tokens``: the most tokens a slot may have in a step to run batched (0: never).
-        ``native``: every slot in C++ (`cpu_native.py`; default: where it applies)."""
+        ``native``: slots of up to ``native_max_tokens`` in C++ (`cpu_native.py`; default: where it
+        applies)."""
         if batch_max_tokens < 0:
             raise ValueError(f"batch_max_tokens must be >= 0 (0 turns batching off), got {batch_max_tokens}")
         self.batch_max_tokens = batch_max_tokens

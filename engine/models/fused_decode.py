@@ -113,7 +113,7 @@ def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:
         if native is None:
             tensors += _NO_LORA
         else:
-            int8 = plan.group.int8
-            rows, scales = (plan.group.rows, _EMPTY) if int8 is None else (int8.packed, int8.scales)
+            rows, scales = plan.group.native_tensors()
+            scales = _EMPTY if scales is None else scales
             tensors += [rows, scales, native.token_ids, native.starts, native.info]
     return tensors
