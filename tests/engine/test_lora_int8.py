@@ -100,3 +100,24 @@ def test_int8_adapters_need_the_cpu_and_float32():
         LoRAConfig(lora_dtype="int4")
     with pytest.raises(ValueError, match="lora_dtype='int8' runs on the CPU with dtype float32"):
         EngineConfig(dtype="bfloat16", lora=LoRAConfig(enable=True, lora_dtype="int8"))
+
+
+@pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+def test_int8_adapters_on_the_int8_base_follow_peft_on_the_float_base(
+    tiny_llama_dir, tiny_lora_adapters, rounded_adapters, peft_logits
+):
+    # The int8 base rounds each token's activations, so the bar is agreement with PEFT's argmax (as for
+    # float32 adapters on that base, tests/engine/test_quantized.py), against the adapter rounded alike.
+    engine = make_engine(tiny_llama_dir, quantization="int8")
+    engine.load_adapter("all8", str(tiny_lora_adapters["all8"]))
+    prompt = list(range(1000, 1024))
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    engine.add_request(prompt, params, prompt_token_ids=prompt, adapter="all8")
+    tokens = []
+    while engine.has_unfinished_requests():
+        for output in engine.step(only_finished=True):
+            tokens = output.outputs[0].token_ids
+    assert len(tokens) == 12
+    reference = peft_logits(tiny_llama_dir, rounded_adapters["all8"], prompt + tokens[:-1])[len(prompt) - 1 :]
+    agreement = (reference.argmax(-1) == torch.tensor(tokens)).float().mean()
+    assert agreement >= 0.75, f"int8 base + int8 adapters chose PEFT's argmax at {agreement:.0%} of positions"
