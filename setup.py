@@ -38,6 +38,8 @@ else:
                     "csrc/lora_ops.cpp",
                     "csrc/lora_avx2.cpp",
                     "csrc/lora_torch.cpp",
+                    "csrc/f32_gemm.cpp",
+                    "csrc/f32_gemm_avx2.cpp",
                 ],
                 extra_compile_args=[
                     "-O3",

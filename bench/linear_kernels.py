@@ -3,7 +3,8 @@
 Rows 1 (batch-1 decode), 8 and 64 (batched decode) and 512 (a prefill chunk); shapes qkv 576x960,
 o 576x576, gate_up 576x3072, down 1536x576 and the LM head 576x49152 (random weights of the model's
 sizes: speed does not depend on the values). The float32 baseline is the better of ``torch.mm`` and
-oneDNN's prepacked linear (what the engine picks per shape at load). Candidates: loomlm's Q4_1 and
+oneDNN's prepacked linear (the peers' kernels). Candidates: loomlm's float32 GEMM on AVX2 panels
+(``panels fp32 avx2``; the engine picks per shape at load among the three), its Q4_1 and
 Q8_0 block kernels and its int8 GEMM on every instruction set this CPU runs, and oneDNN's int8 GEMM
 (``torch._int_mm``). Each cell is the median of ``--repeats`` rounds; within a round every kernel runs
 once in turn (interleaved), after a warm-up. Same threads for all (torch's intra-op pool).
@@ -22,8 +23,8 @@ from collections.abc import Callable
 import torch
 from bench_common import cpu_model, write_results
 
-from loomlm.engine.models.linear_kernels import onednn_available, onednn_linear, pack_weight
 from loomlm.kernels import quant_linear as ql
+from loomlm.kernels.cpu_gemm import onednn_available, pack_weight, packed_linear, panel_gemm_available
 from loomlm.kernels.native import _C
 
 SHAPES = {
@@ -43,8 +44,12 @@ def candidates(in_features: int, out_features: int) -> dict[str, Callable[[torch
     weight_t = weight.t().contiguous()
     fns = {"fp32 torch.mm": lambda x: x @ weight_t}
     if onednn_available():
-        packed = pack_weight(weight_t)
-        fns["fp32 onednn"] = lambda x: onednn_linear(x, packed, None)
+        packed = pack_weight(weight_t, "onednn")
+        fns["fp32 onednn"] = lambda x: packed_linear("onednn", x, packed, None, out_features)
+    if panel_gemm_available():
+        # loomlm's float32 GEMM is a candidate column, not part of the float32 baseline (the peers).
+        panels = pack_weight(weight_t, "loomlm")
+        fns["panels fp32 avx2"] = lambda x: packed_linear("loomlm", x, panels, None, out_features)
     if _C is None:
         return fns
     q4 = ql.pack_blocks(ql.quantize_q4_1(weight), "q4_1", in_features)

@@ -190,7 +190,8 @@ def run_loomlm(args, ids: list[int], llm: LLM) -> tuple[dict[str, float], dict]:
     return {**workload_metrics(prompts, outputs, wall), **one}, llm.engine.stats()
 
 
-def header(args, stats: dict, hf_skipped: bool) -> list[str]:
+def header(args, llm, hf_skipped: bool) -> list[str]:
+    stats = llm.engine.stats()
     order = "sorted by prompt length" if args.hf_sort else "arrival order"
     return [
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
@@ -200,7 +201,8 @@ def header(args, stats: dict, hf_skipped: bool) -> list[str]:
         f"- loomlm: one generate call per workload run; max_num_seqs={args.max_num_seqs}, "
         f"max_num_batched_tokens={args.max_num_batched_tokens}, kv_cache_bytes={args.kv_cache_bytes}, "
         f"prefix caching {'on' if args.prefix_caching else 'off'}; "
-        f"{stats.get('num_preemptions', 0)} preemptions in the whole run",
+        f"{stats.get('num_preemptions', 0)} preemptions in the whole run; kernels: "
+        f"{llm.engine.executor.runner.kernel_report}",
         f"- HF transformers: float32 generate, batch sizes {','.join(map(str, args.hf_batch_sizes))} "
         f"(capped at the request count) in {order}, left padding, each batch runs to its longest output; "
         "only requested tokens count; compared at its best batch size (highest generated tok/s)"
@@ -215,7 +217,7 @@ def header(args, stats: dict, hf_skipped: bool) -> list[str]:
     ]
 
 
-def report(args, walls, loom_one, hf_one, stats, ids) -> str:
+def report(args, walls, loom_one, hf_one, llm, ids) -> str:
     prompts, outputs = make_workload(args, ids)
     best = best_hf(walls)
     loom = {**workload_metrics(prompts, outputs, statistics.median(walls["loomlm"])), **loom_one}
@@ -225,7 +227,7 @@ def report(args, walls, loom_one, hf_one, stats, ids) -> str:
         else {**workload_metrics(prompts, outputs, statistics.median(walls[best])), **hf_one}
     )
     lines = [
-        *header(args, stats, hf is None),
+        *header(args, llm, hf is None),
         f"- Workload: {args.num_requests} requests, prompts {args.min_prompt}-{args.max_prompt} tokens "
         f"({sum(map(len, prompts))} total), outputs {args.min_output}-{args.max_output} tokens "
         f"({sum(outputs)} total), uniform, seed {args.seed}; greedy, ignore_eos; "
@@ -258,7 +260,7 @@ def main() -> None:
     elif args.grid:
         cells = run_grid(args, llm, hf, ids)
         lines = [
-            *header(args, llm.engine.stats(), hf is None),
+            *header(args, llm, hf is None),
             f"- Grid cells: lengths uniform in [mean/2, 3*mean/2], seed {args.seed}; greedy, ignore_eos; "
             f"{len(cells)} of the 12 cells of the full grid (requests 16/64/256 x output 32/128 x "
             "prompt 64/512)",
@@ -276,7 +278,7 @@ def main() -> None:
         walls = sweep(llm, hf, prompts, outputs, args.hf_batch_sizes, args.workload_repeats, args.hf_sort)
         loom_one = single_prompt(args, ids, lambda p, n: loom_run(llm, [p], [n]))
         hf_one = {} if hf is None else single_prompt(args, ids, lambda p, n: timed(lambda: hf.batch([p], n)))
-        section, name = report(args, walls, loom_one, hf_one, llm.engine.stats(), ids), "throughput"
+        section, name = report(args, walls, loom_one, hf_one, llm, ids), "throughput"
     print("\n" + section)
     if args.write_results:
         write_results(name, section, args.quick)

@@ -19,6 +19,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lora_slots_apply", &ops::lora_slots_apply, "LoRA of decode-sized token groups, added into out",
         py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("token_ids"), py::arg("starts"), py::arg("info"),
         py::arg("scales") = py::none(), py::arg("isa") = "auto");
+  m.def("f32_panel_gemm_supported", &ops::f32_panel_gemm_supported, "whether this CPU runs f32_panel_linear");
+  m.def("f32_pack_panels", &ops::f32_pack_panels, "[in, out] float32 weight -> panels [ceil(out/16), in, 16]",
+        py::arg("weight_t"));
+  m.def("f32_panel_linear", &ops::f32_panel_linear, "x [rows, in] float32 @ panel-packed W (+ bias) -> [rows, out]",
+        py::arg("x"), py::arg("panels"), py::arg("bias"), py::arg("out_features"));
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
         py::arg("residual"), py::arg("weight"), py::arg("eps"));
   m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",

@@ -29,6 +29,13 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
                       const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info,
                       const c10::optional<torch::Tensor>& scales = c10::nullopt, const std::string& isa = "auto");
 
+// The float32 linear layer on AVX2 (f32_gemm.cpp): weight_t [in, out] packed once into panels
+// [ceil(out / 16), in, 16]; x [rows, in] (unit stride along in) -> [rows, out] (+ bias [out]).
+bool f32_panel_gemm_supported();
+torch::Tensor f32_pack_panels(const torch::Tensor& weight_t);
+torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
+                               const c10::optional<torch::Tensor>& bias, int64_t out_features);
+
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);
 void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,

@@ -1,12 +1,13 @@
 """Which GEMM runs the float32 and bfloat16 linear layers on the CPU, chosen per machine when a
 rank loads.
 
-Candidates: ``torch.mm`` on the ``[in, out]`` weight (MKL), and oneDNN's linear on a weight
-prepacked into its blocked layout (``torch.ops.mkldnn``: what torch.compile's CPU weight freezing
-uses). On this project's CPU oneDNN ran the model's shapes 1.5-2.4x faster (bench/profile_ops.py)
-and decoding 1.6x (batch 1) to 2.2x (batch 32) faster with identical greedy tokens; other CPUs may
-differ, so each distinct layer shape is timed at a decode-sized and a batch-sized row count and
-the faster kernel kept. The prepacked copy replaces the float weight (no memory doubles)."""
+Candidates (`loomlm.kernels.cpu_gemm`): ``torch.mm`` on the ``[in, out]`` weight (MKL), oneDNN's
+linear on a weight prepacked into its blocked layout (``torch.ops.mkldnn``: what torch.compile's CPU
+weight freezing uses), and for float32 loomlm's AVX2 GEMM on panels of 16 columns. On an AVX2 Zen 3
+oneDNN ran the model's shapes 1.5-2.4x faster than torch.mm, and loomlm's panels 1.3x faster than
+oneDNN at 64 rows (bench/linear_kernels.py); other CPUs differ, so each distinct layer shape is
+timed at a decode-sized and a batch-sized row count and the fastest kernel kept. The packed copy
+replaces the float weight (no memory doubles)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,33 @@ import torch
 from torch import nn
 
 from loomlm.engine.models.llama import Linear
-from loomlm.engine.probe import median_seconds
+from loomlm.engine.probe import median_seconds_interleaved
+from loomlm.kernels.cpu_gemm import onednn_available, pack_weight, packed_linear, panel_gemm_available
 
 logger = logging.getLogger(__name__)
-_PROBE_ROWS = (1, 32)
-_MIN_SPEEDUP = 1.1  # keep torch.mm unless oneDNN is clearly faster: noise must not flip a choice
+_PROBE_ROWS = (1, 64)  # a batch-1 and a batched decode step (prefill sizes tie at the GEMM roof)
+_PROBE_ROUNDS = 5
+_MIN_SPEEDUP = 1.1  # keep torch.mm unless a packed kernel is clearly faster: noise must not flip a choice
 
 
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def candidate_kernels(dtype: torch.dtype) -> tuple[str, ...]:
+    """The kernels this install and CPU can run for ``dtype``, torch.mm first."""
+    kernels = ["torch.mm"]
+    if onednn_available():
+        kernels.append("onednn")
+    if dtype == torch.float32 and panel_gemm_available():
+        kernels.append("loomlm")
+    return tuple(kernels)
 
 
 def choose_linear_kernels(
     model: nn.Module, device: torch.device, dtype: torch.dtype
 ) -> dict[tuple[int, int], str]:
-    """Time both kernels per distinct ``(in, out)`` of the model's `Linear` layers (float32 or
-    bfloat16) and switch the layers where oneDNN wins. Returns the choice per shape (empty off the
-    CPU or for other dtypes)."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not onednn_available():
+    """Time every candidate kernel per distinct ``(in, out)`` of the model's `Linear` layers (float32
+    or bfloat16) and switch the layers to the fastest. Returns the choice per shape (empty off the
+    CPU, for other dtypes, or where torch.mm is the only candidate)."""
+    kernels = candidate_kernels(dtype)
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or len(kernels) == 1:
         return {}
     by_shape: dict[tuple[int, int], list[Linear]] = {}
     for module in model.modules():
@@ -43,27 +53,31 @@ def choose_linear_kernels(
     choices = {}
     for shape, layers in by_shape.items():
         sample = layers[0]
-        packed = pack_weight(sample.weight_t)
-        dnn = functools.partial(onednn_linear, packed=packed, bias=sample.bias)
-        mm_s = sum(_time(sample.plain_forward, shape[0], rows, dtype) for rows in _PROBE_ROWS)
-        dnn_s = sum(_time(dnn, shape[0], rows, dtype) for rows in _PROBE_ROWS)
-        choices[shape] = "onednn" if dnn_s * _MIN_SPEEDUP < mm_s else "torch.mm"
-        if choices[shape] == "onednn":
+        packs = {kernel: pack_weight(sample.weight_t, kernel) for kernel in kernels if kernel != "torch.mm"}
+        seconds = _seconds(sample, kernels, packs, dtype)
+        best = min(packs, key=seconds.__getitem__)
+        choices[shape] = best if seconds[best] * _MIN_SPEEDUP < seconds["torch.mm"] else "torch.mm"
+        if choices[shape] != "torch.mm":
             for layer in layers:
-                layer.use_packed(pack_weight(layer.weight_t) if layer is not sample else packed)
+                packed = packs[best] if layer is sample else pack_weight(layer.weight_t, best)
+                layer.use_packed(packed, best)
     logger.info("linear kernels: %s", ", ".join(f"{i}x{o} {k}" for (i, o), k in choices.items()))
     return choices
 
 
-def pack_weight(weight_t: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(weight_t.detach().t().contiguous(), None)
-
-
-def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-
-
-def _time(fn, in_features: int, rows: int, dtype: torch.dtype) -> float:
-    x = torch.randn(rows, in_features, dtype=dtype)
+def _seconds(
+    layer: Linear, kernels: tuple[str, ...], packs: dict[str, torch.Tensor], dtype: torch.dtype
+) -> dict[str, float]:
+    """Each kernel's time on ``layer`` over the probe row counts: the median of interleaved rounds
+    (every kernel once a round), so a slow stretch of a shared machine slows all of them alike."""
+    in_features, out_features = layer.weight_t.shape
+    fns = {"torch.mm": layer.plain_forward}
+    for kernel, packed in packs.items():
+        fns[kernel] = functools.partial(
+            packed_linear, kernel, packed=packed, bias=layer.bias, out_features=out_features
+        )
+    inputs = [torch.randn(rows, in_features, dtype=dtype) for rows in _PROBE_ROWS]
+    calls = [(lambda fn=fns[kernel]: [fn(x) for x in inputs]) for kernel in kernels]
     with torch.inference_mode():
-        return median_seconds(lambda: fn(x))
+        times = median_seconds_interleaved(calls, repeats=_PROBE_ROUNDS)
+    return dict(zip(kernels, times, strict=True))

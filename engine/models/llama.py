@@ -21,6 +21,7 @@ from loomlm.engine.models.attention import AttentionMetadata, PagedAttention
 from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
+from loomlm.kernels.cpu_gemm import packed_linear
 from loomlm.kernels.cpu_ops import rms_norm, rotary_store_kv, silu_mul
 
 
@@ -49,18 +50,20 @@ class Linear(nn.Module):
     """``x @ W^T + b`` with W stored transposed, ``weight_t`` ``[in, out]`` contiguous. For the few
     rows of a decode step MKL streams a DRAM-resident weight ~1.5x faster in this layout than in
     nn.Linear's ``[out, in]`` (measured on this project's CPU), and no slower for large batches.
-    Where oneDNN's prepacked GEMM measures faster (`linear_kernels.choose_linear_kernels`) the layer
-    runs that instead, on a packed copy that replaces ``weight_t``."""
+    Where a packed kernel measures faster (oneDNN's prepacked GEMM or loomlm's AVX2 panels:
+    `linear_kernels.choose_linear_kernels`) the layer runs that instead, on a packed copy that
+    replaces ``weight_t``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
         self.weight_t = nn.Parameter(torch.empty(in_features, out_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.packed: torch.Tensor | None = None
+        self.kernel = "torch.mm"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [num_tokens, in_features]
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            return packed_linear(self.kernel, x, self.packed, self.bias, self.weight_t.shape[1])
         return self.plain_forward(x)
 
     def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,10 +71,11 @@ class Linear(nn.Module):
             return torch.mm(x, self.weight_t)
         return torch.addmm(self.bias, x, self.weight_t)
 
-    def use_packed(self, packed: torch.Tensor) -> None:
-        """Run on oneDNN's prepacked ``packed`` from now on; the ``[in, out]`` copy is released
-        (a one-element stand-in keeps its shape, for whoever sizes things by it)."""
-        self.packed = packed
+    def use_packed(self, packed: torch.Tensor, kernel: str = "onednn") -> None:
+        """Run ``kernel`` (`cpu_gemm.KERNELS`) on ``packed`` (its `cpu_gemm.pack_weight` layout) from
+        now on; the ``[in, out]`` copy is released (a one-element stand-in keeps its shape, for
+        whoever sizes things by it)."""
+        self.packed, self.kernel = packed, kernel
         shape = self.weight_t.shape
         self.weight_t = nn.Parameter(torch.zeros(1).expand(shape), requires_grad=False)
 

@@ -1,0 +1,55 @@
+// The torch-facing float32 panel GEMM (f32_gemm.h): packing a layer's [in, out] weight into panels
+// of 16 columns once at load, and the linear layer on them, its panels split over torch's intra-op
+// threads (every thread runs all rows of its panels: no two threads write one output element).
+#include <ATen/Parallel.h>
+
+#include "f32_gemm.h"
+#include "quant_isa.h"
+#include "torch_checks.h"
+#include "torch_ops.h"
+
+namespace loomlm::ops {
+
+bool f32_panel_gemm_supported() { return loomlm::avx2::supported(); }
+
+torch::Tensor f32_pack_panels(const torch::Tensor& weight_t) {
+  check_float_rows(weight_t, 2, "weight_t");
+  const int64_t K = weight_t.size(0), N = weight_t.size(1);
+  const int64_t num_panels = (N + kPanelWidth - 1) / kPanelWidth;
+  auto padded = torch::zeros({K, num_panels * kPanelWidth}, weight_t.options());
+  padded.narrow(1, 0, N).copy_(weight_t);
+  return padded.view({K, num_panels, kPanelWidth}).permute({1, 0, 2}).contiguous();
+}
+
+torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
+                               const c10::optional<torch::Tensor>& bias, int64_t out_features) {
+  TORCH_CHECK(f32_panel_gemm_supported(), "this CPU cannot run the float32 panel GEMM (it needs AVX2 and FMA)");
+  check_float_rows(x, 2, "x");
+  check_float_rows(panels, 3, "panels");
+  const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0);
+  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == K && panels.size(2) == kPanelWidth,
+              "panels must be contiguous [ceil(out / 16), ", K, ", 16] (f32_pack_panels), got ", panels.sizes());
+  TORCH_CHECK(out_features >= 0 && (out_features + kPanelWidth - 1) / kPanelWidth == num_panels,
+              "out_features ", out_features, " does not match ", num_panels, " panels of 16 columns");
+  const float* bias_data = nullptr;
+  if (bias.has_value()) {
+    check_float_rows(*bias, 1, "bias");
+    TORCH_CHECK(bias->is_contiguous() && bias->size(0) == out_features, "bias must have ", out_features,
+                " elements, got ", bias->sizes());
+    bias_data = bias->data_ptr<float>();
+  }
+  auto out = torch::empty({rows, out_features}, x.options());
+  if (rows == 0 || out_features == 0) return out;
+  if (K == 0) return bias.has_value() ? out.copy_(bias->expand({rows, out_features})) : out.zero_();
+  const torch::Tensor xc = x.stride(0) >= K ? x : x.contiguous();
+  const float* x_data = xc.data_ptr<float>();
+  const float* panel_data = panels.data_ptr<float>();
+  float* out_data = out.data_ptr<float>();
+  const int64_t ldx = xc.stride(0);
+  at::parallel_for(0, num_panels, 1, [&](int64_t begin, int64_t end) {
+    loomlm::avx2::f32_panel_gemm(x_data, rows, K, ldx, panel_data, out_features, bias_data, out_data, begin, end);
+  });
+  return out;
+}
+
+}  // namespace loomlm::ops
