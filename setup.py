@@ -34,6 +34,8 @@ else:
                     "csrc/quant_avx2.cpp",
                     "csrc/int8_gemm_avx2.cpp",
                     "csrc/attention_avx2.cpp",
+                    "csrc/attention_ops.cpp",
+                    "csrc/prefill_attention_avx2.cpp",
                     "csrc/model_ops.cpp",
                     "csrc/lora_ops.cpp",
                     "csrc/lora_avx2.cpp",

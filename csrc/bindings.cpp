@@ -32,6 +32,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &ops::silu_mul, "silu(gate) * up for gate_up [T, 2I] -> [T, I]", py::arg("gate_up"));
   m.def("decode_attention", &ops::decode_attention, "single-query attention over the paged cache", py::arg("query"),
         py::arg("key_cache"), py::arg("value_cache"), py::arg("block_tables"), py::arg("seq_lens"), py::arg("scale"));
+  m.def("prefill_attention_supported", &ops::prefill_attention_supported, "whether this CPU runs prefill_attention");
+  m.def("prefill_attention", &ops::prefill_attention, "causal attention of every chunk over the paged cache",
+        py::arg("query"), py::arg("key_cache"), py::arg("value_cache"), py::arg("block_tables"), py::arg("seq_lens"),
+        py::arg("query_start_loc"), py::arg("scale"));
   py::class_<loomlm::DecodeStack>(m, "DecodeStack")
       .def(py::init<std::vector<std::vector<torch::Tensor>>, std::vector<torch::Tensor>, std::vector<torch::Tensor>,
                     int64_t, int64_t, double, double>(),

@@ -48,6 +48,16 @@ bool attention_supported();
 void decode_attention_item(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
                            int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
                            int64_t D, float scale, float* scores, float* out);
+
+// Causal attention of rows [row_begin, row_end) of one sequence's chunk of q_len new tokens (its
+// last q_len of seq_len positions) for one kv head (prefill_attention_avx2.cpp; D a multiple of 8).
+// q: the chunk's first row at this kv head's first query head, rows q_row_stride floats apart; out
+// likewise. scratch: prefill_attention_scratch(row_end - row_begin, group, D, seq_len) floats.
+int64_t prefill_attention_scratch(int64_t rows, int64_t group, int64_t D, int64_t max_positions);
+void prefill_attention_item(const float* q, int64_t q_row_stride, const float* key_cache, const float* value_cache,
+                            const int32_t* block_row, int64_t seq_len, int64_t q_len, int64_t row_begin,
+                            int64_t row_end, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
+                            int64_t D, float scale, float* scratch, float* out, int64_t out_row_stride);
 }  // namespace avx2
 
 }  // namespace loomlm

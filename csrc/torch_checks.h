@@ -27,4 +27,9 @@ inline void check_float_rows(const torch::Tensor& t, int64_t dim, const char* na
               t.scalar_type(), " ", t.sizes());
 }
 
+inline void check_cache(const torch::Tensor& cache, const char* name) {
+  check_float_rows(cache, 4, name);
+  TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
+}
+
 }  // namespace loomlm::ops

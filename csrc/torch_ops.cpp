@@ -54,10 +54,6 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& qs, cons
   return out;
 }
 
-void check_cache(const torch::Tensor& cache, const char* name) {
-  check_float_rows(cache, 4, name);
-  TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
-}
 
 }  // namespace
 
@@ -128,53 +124,6 @@ torch::Tensor silu_mul(const torch::Tensor& gate_up) {
   auto out = torch::empty({T, I}, gate_up.options());
   at::parallel_for(0, T, 8, [&](int64_t begin, int64_t end) {
     loomlm::silu_mul_rows(gate_up.data_ptr<float>(), I, begin, end, out.data_ptr<float>());
-  });
-  return out;
-}
-
-torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key_cache,
-                               const torch::Tensor& value_cache, const torch::Tensor& block_tables,
-                               const torch::Tensor& seq_lens, double scale) {
-  check_float_rows(query, 3, "query");
-  check_cache(key_cache, "key_cache");
-  check_cache(value_cache, "value_cache");
-  const int64_t S = query.size(0), H = query.size(1), D = query.size(2);
-  const int64_t num_blocks = key_cache.size(0), block_size = key_cache.size(1), kv_heads = key_cache.size(2);
-  TORCH_CHECK(query.stride(1) == D && key_cache.size(3) == D && key_cache.sizes() == value_cache.sizes(),
-              "query [seqs, heads, head_dim] (heads contiguous) and the caches must agree on head_dim");
-  TORCH_CHECK(H % kv_heads == 0, "query heads ", H, " are not a multiple of kv heads ", kv_heads);
-  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && block_tables.is_contiguous() && block_tables.dim() == 2 &&
-                  block_tables.size(0) == S,
-              "block_tables must be contiguous int32 [", S, ", max_blocks]");
-  TORCH_CHECK(seq_lens.scalar_type() == torch::kInt32 && seq_lens.is_contiguous() && seq_lens.numel() == S,
-              "seq_lens must be contiguous int32 [", S, "]");
-  const int32_t* lens = seq_lens.data_ptr<int32_t>();
-  const int32_t* tables = block_tables.data_ptr<int32_t>();
-  const int64_t max_blocks = block_tables.size(1);
-  int64_t longest = 0;
-  for (int64_t s = 0; s < S; ++s) {  // every block a sequence reads must exist: no read past the cache
-    TORCH_CHECK(lens[s] > 0 && (lens[s] + block_size - 1) / block_size <= max_blocks, "seq_lens[", s, "] = ",
-                lens[s], " does not fit its block table");
-    for (int64_t b = 0; b < (lens[s] + block_size - 1) / block_size; ++b) {
-      const int32_t id = tables[s * max_blocks + b];
-      TORCH_CHECK(id >= 0 && id < num_blocks, "block ", id, " of sequence ", s, " is outside the cache");
-    }
-    longest = std::max<int64_t>(longest, lens[s]);
-  }
-  auto out = torch::empty({S, H, D}, query.options());
-  const int64_t group = H / kv_heads;
-  const bool vector_code = D % 8 == 0 && loomlm::avx2::attention_supported();
-  const auto item_kernel = vector_code ? loomlm::avx2::decode_attention_item : loomlm::decode_attention_item;
-  at::parallel_for(0, S * kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(group * longest);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t s = item / kv_heads, kvh = item % kv_heads;
-      item_kernel(query.data_ptr<float>() + s * query.stride(0) + kvh * group * D,
-                                    key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
-                                    tables + s * max_blocks, lens[s], block_size, kv_heads, kvh, group, D,
-                                    static_cast<float>(scale), scores.data(),
-                                    out.data_ptr<float>() + (s * H + kvh * group) * D);
-    }
   });
   return out;
 }

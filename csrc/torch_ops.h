@@ -45,5 +45,12 @@ torch::Tensor silu_mul(const torch::Tensor& gate_up);
 torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key_cache,
                                const torch::Tensor& value_cache, const torch::Tensor& block_tables,
                                const torch::Tensor& seq_lens, double scale);
+// Causal attention of every sequence's chunk (attention_ops.cpp): sequence s's query rows are
+// query_start_loc[s] .. [s + 1], its last q_len of seq_lens[s] positions, whose keys and values are in
+// the cache already; rows outside every chunk are zero. Needs AVX2 and FMA (prefill_attention_supported).
+bool prefill_attention_supported();
+torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor& key_cache,
+                                const torch::Tensor& value_cache, const torch::Tensor& block_tables,
+                                const torch::Tensor& seq_lens, const torch::Tensor& query_start_loc, double scale);
 
 }  // namespace loomlm::ops

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from loomlm.kernels.kv_store import store_kv, store_kv_ref
 from loomlm.kernels.native import _C
-from loomlm.kernels.paged_attention_cpu import decode_batch
+from loomlm.kernels.paged_attention_cpu import decode_batch, prefill_one
 
 
 def native_ops_apply(x: torch.Tensor) -> bool:
@@ -72,6 +72,20 @@ def decode_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, 
     return decode_batch(query, key_cache, value_cache, block_tables, seq_lens, scale, max_seq_len, None)
 
 
+def prefill_attention_ref(
+    query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale
+) -> torch.Tensor:
+    """Causal attention of each sequence's chunk (rows ``query_start_loc[b]:[b + 1]``, the last q_len of
+    its ``seq_lens[b]`` positions) over the paged cache: ``[rows, heads, d]``; other rows zero."""
+    out = torch.zeros_like(query)
+    starts, lens = query_start_loc.tolist(), seq_lens.tolist()
+    for b, seq_len in enumerate(lens):
+        if starts[b + 1] > starts[b]:
+            rows = slice(starts[b], starts[b + 1])
+            out[rows] = prefill_one(query[rows], key_cache, value_cache, block_tables[b], seq_len, scale)
+    return out
+
+
 def rms_norm(x, residual, weight, eps):
     if native_ops_apply(x) and weight.dtype == torch.float32:
         return _C.rms_norm(x, residual, weight, eps)
@@ -110,3 +124,25 @@ def decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scal
         lens = seq_lens.to(torch.int32).contiguous()
         return _C.decode_attention(query, key_cache, value_cache, tables, lens, scale)
     return decode_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale)
+
+
+def prefill_attention_available() -> bool:
+    return _C is not None and _C.prefill_attention_supported()
+
+
+def prefill_attention(
+    query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale
+) -> torch.Tensor:
+    if (
+        prefill_attention_available()
+        and native_ops_apply(query)
+        and key_cache.dtype == torch.float32
+        and key_cache.is_contiguous()
+        and query.shape[-1] % 8 == 0
+    ):
+        tables = block_tables.to(torch.int32).contiguous()  # no-ops for the engine's own tensors
+        lens, starts = seq_lens.to(torch.int32).contiguous(), query_start_loc.to(torch.int32).contiguous()
+        return _C.prefill_attention(query, key_cache, value_cache, tables, lens, starts, scale)
+    return prefill_attention_ref(
+        query, key_cache, value_cache, block_tables, seq_lens, query_start_loc, scale
+    )

@@ -15,7 +15,7 @@ import torch
 
 from loomlm.kernels import AttentionWorkspace, paged_attention, paged_attention_ref, paged_attention_triton
 from loomlm.kernels.native import _C
-from loomlm.kernels.paged_attention import paged_attention_native
+from loomlm.kernels.paged_attention import NATIVE_PREFILL_MAX_ROWS, paged_attention_native
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
@@ -29,7 +29,7 @@ BATCHES = {
     "prefill": [(7, 7), (16, 16), (3, 3)],
     "prefill_with_prefix": [(5, 12), (9, 20), (2, 3)],
     "mixed": [(1, 9), (6, 6), (1, 30), (0, 10), (4, 21), (1, 2)],
-    # chunks past the native path's row limit (16 tokens) beside short ones: both halves of its split
+    # chunks past the decode-row limit (16 tokens) beside short ones
     "long_chunks": [(24, 24), (1, 9), (20, 41), (16, 30), (17, 17)],
 }
 HEAD_CONFIGS = [(4, 2), (9, 3), (4, 4)]  # (num_heads, num_kv_heads): GQA groups of 2 and 3, and MHA
@@ -140,11 +140,19 @@ def test_decode_batch_matches_dense_on_both_paths(max_query_len):
 @pytest.mark.parametrize("num_heads,num_kv_heads", HEAD_CONFIGS)
 @pytest.mark.parametrize("strided_table", [False, True])
 def test_native_cpu_path_matches_dense_attention(batch_name, num_heads, num_kv_heads, strided_table):
-    # Decode rows and short chunks' tokens in C++ straight from the cache; longer chunks on SDPA.
+    # Decode rows and chunks of up to 1024 tokens in C++ straight from the cache; longer steps on SDPA.
     case = make_case(BATCHES[batch_name], 4, num_heads, num_kv_heads, 64, strided_table=strided_table)
     assert_matches_dense(paged_attention_native(*case.args), case)
     past = out_of_range_past_context(case, 4)  # entries past a sequence's blocks are never read
     assert_matches_dense(paged_attention_native(*past.args), past)
+
+
+@pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+def test_native_cpu_path_past_the_prefill_kernels_limit():
+    # A chunk longer than NATIVE_PREFILL_MAX_ROWS: the step takes SDPA per sequence and decode rows.
+    assert NATIVE_PREFILL_MAX_ROWS < 1030
+    case = make_case([(1030, 1030), (1, 9), (20, 41), (3, 3)], 16, 9, 3, 64, seed=7)
+    assert_matches_dense(paged_attention_native(*case.args), case)
 
 
 def test_strided_block_table():
