@@ -116,6 +116,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="kernel name prefixes to run beside fp32 (comma-separated)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--write-results", action="store_true")
+    p.add_argument("--section", default="linear_kernels", help="RESULTS.md section (a run of a subset)")
     args = p.parse_args()
     threads = torch.get_num_threads()
     only = [prefix for prefix in args.only.split(",") if prefix]
@@ -130,7 +131,7 @@ def main() -> None:
             f"torch {torch.__version__} · medians of {args.repeats} interleaved rounds · cells: float32's "
             "best time over the kernel's (above 1 = faster than float32)\n\n"
         )
-        write_results("linear_kernels", header + text + "\n", quick=False)
+        write_results(args.section, header + text + "\n", quick=False)
 
 
 if __name__ == "__main__":

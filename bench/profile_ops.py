@@ -19,12 +19,19 @@ from loomlm.engine.probe import median_seconds
 
 # Row labels of the step tables, in order. "Python overhead" rows come last.
 LINEARS = ("linear: qkv_proj", "linear: o_proj", "linear: gate_up_proj", "linear: down_proj")
-ATTENTION = ("attn: decode", "attn: KV gather (torch decode path)", "attn: SDPA", "attn: other")
+ATTENTION = (
+    "attn: decode",
+    "attn: prefill",
+    "attn: KV gather (torch decode path)",
+    "attn: SDPA",
+    "attn: other",
+)
 MODEL_OPS = (*LINEARS, *ATTENTION, "rotary + KV store", "RMSNorm", "SiLU·mul", "glue", "LM head", "sampler")
 OVERHEAD = ("schedule", "input prep", "output processing", "step other")
 DESCRIPTIONS = {
     "attn: other": "attn: other (prefill K/V gather, GQA repeat, masks, decode plan, scatter)",
     "attn: decode": "attn: decode (loomlm._C, straight from the paged cache; no gather)",
+    "attn: prefill": "attn: prefill chunks and the step's decode rows (loomlm._C, one call a layer)",
     "glue": "glue (residual adds, embedding, views, logits rows, module Python)",
     "output processing": "output processing (update, detokenize, stop check, outputs, metrics)",
     "step other": "step other (engine.step body, grammar hooks)",
@@ -116,6 +123,7 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
     # The module, not the function of the same name that loomlm.kernels exports.
     attn_dispatch = importlib.import_module("loomlm.kernels.paged_attention")
     patch(attn_dispatch, "decode_attention", "attn: decode")
+    patch(attn_dispatch, "prefill_attention", "attn: prefill")
     gather = timers.wrap("attn: KV gather (torch decode path)", torch.index_select)
     patch(attn_cpu, "torch", None, _Proxy(torch, index_select=gather))
     sdpa = timers.wrap("attn: SDPA", F.scaled_dot_product_attention)
@@ -233,6 +241,11 @@ def op_costs(arch, chunks: list[tuple[int, int]], block_size: int) -> dict[str, 
         "attn: decode": (2 * gathered * kv_row * layers, decode_flops * layers, "gemv"),  # K, V read once
         "attn: KV gather (torch decode path)": (2 * 2 * gathered * kv_row * layers, 0, "copy"),
         "attn: SDPA": (sdpa_bytes * layers, sdpa_flops * layers, "gemv"),
+        "attn: prefill": (
+            (sdpa_bytes + 2 * gathered * kv_row) * layers,
+            (sdpa_flops + decode_flops) * layers,
+            "gemv",
+        ),
         # rotate q and k in place (read + write), then copy K and V into the cache (read + write)
         "rotary + KV store": (f * tokens * (2 * (heads + 3 * kv_heads) * dim + 2 * dim) * layers, 0, "copy"),
         "RMSNorm": (f * 2 * hidden * (2 * tokens * layers + rows), 0, "copy"),
