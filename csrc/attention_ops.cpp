@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "model_ops.h"
@@ -126,8 +127,10 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
   float* o = out.data_ptr<float>();
   const int64_t row_stride = query.stride(0), out_stride = H * D;
   at::parallel_for(0, num_threads, 1, [&](int64_t begin, int64_t end) {
-    // Also holds a decode row's group * seq_len scores.
-    std::vector<float> scratch(loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest));
+    // Also holds a decode row's group * seq_len scores. Not zeroed: the kernels write every float
+    // they read (a long context's scratch is tens of MB, once per layer).
+    const std::unique_ptr<float[]> scratch(
+        new float[loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest)]);
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
         const Item& it = items[i];
@@ -136,7 +139,7 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
           loomlm::avx2::decode_attention_item(q + first_row * row_stride + it.kv_head * group * D,
                                               key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
                                               tables + it.seq * max_blocks, lens[it.seq], block_size, kv_heads,
-                                              it.kv_head, group, D, static_cast<float>(scale), scratch.data(),
+                                              it.kv_head, group, D, static_cast<float>(scale), scratch.get(),
                                               o + first_row * out_stride + it.kv_head * group * D);
           continue;
         }
@@ -144,7 +147,7 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
             q + first_row * row_stride + it.kv_head * group * D, row_stride, key_cache.data_ptr<float>(),
             value_cache.data_ptr<float>(), tables + it.seq * max_blocks, lens[it.seq], starts[it.seq + 1] - first_row,
             it.row_begin, it.row_end, block_size, kv_heads, it.kv_head, group, D, static_cast<float>(scale),
-            scratch.data(), o + first_row * out_stride + it.kv_head * group * D, out_stride);
+            scratch.get(), o + first_row * out_stride + it.kv_head * group * D, out_stride);
       }
     }
   });
