@@ -8,6 +8,8 @@ versions run: the extension is built and the tensors are CPU float32."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -126,6 +128,7 @@ def decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scal
     return decode_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale)
 
 
+@functools.cache
 def prefill_attention_available() -> bool:
     return _C is not None and _C.prefill_attention_supported()
 

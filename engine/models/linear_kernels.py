@@ -19,7 +19,13 @@ from torch import nn
 
 from loomlm.engine.models.llama import Linear
 from loomlm.engine.probe import median_seconds_interleaved
-from loomlm.kernels.cpu_gemm import onednn_available, pack_weight, packed_linear, panel_gemm_available
+from loomlm.kernels.cpu_gemm import (
+    KERNELS,
+    onednn_available,
+    pack_weight,
+    packed_linear,
+    panel_gemm_available,
+)
 
 logger = logging.getLogger(__name__)
 _PROBE_ROWS = (1, 64)  # a batch-1 and a batched decode step (prefill sizes tie at the GEMM roof)
@@ -28,13 +34,10 @@ _MIN_SPEEDUP = 1.1  # keep torch.mm unless a packed kernel is clearly faster: no
 
 
 def candidate_kernels(dtype: torch.dtype) -> tuple[str, ...]:
-    """The kernels this install and CPU can run for ``dtype``, torch.mm first."""
-    kernels = ["torch.mm"]
-    if onednn_available():
-        kernels.append("onednn")
-    if dtype == torch.float32 and panel_gemm_available():
-        kernels.append("loomlm")
-    return tuple(kernels)
+    """The kernels of `cpu_gemm.KERNELS` this install and CPU can run for ``dtype``, torch.mm first."""
+    runs = {"torch.mm": True, "onednn": onednn_available()}
+    runs["loomlm"] = dtype == torch.float32 and panel_gemm_available()
+    return tuple(kernel for kernel in KERNELS if runs[kernel])
 
 
 def choose_linear_kernels(

@@ -33,7 +33,7 @@ def test_panels_equal_the_float64_product(rows, in_features, out_features, bias)
     weight_t, b = layer(in_features, out_features, bias)
     panels = cpu_gemm.pack_weight(weight_t, "loomlm")
     x = torch.randn(rows, in_features)
-    got = cpu_gemm.panel_linear(x, panels, b, out_features)
+    got = cpu_gemm.packed_linear("loomlm", x, panels, b, out_features)
     torch.testing.assert_close(got, expected(x, weight_t, b), rtol=1e-5, atol=1e-4)
     reference = cpu_gemm.panel_linear_ref(x, panels, b, out_features)
     torch.testing.assert_close(reference, got, rtol=1e-5, atol=1e-4)
@@ -58,7 +58,7 @@ def test_strided_rows_and_thread_counts(threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = cpu_gemm.panel_linear(x, panels, b, 80)
+        got = cpu_gemm.packed_linear("loomlm", x, panels, b, 80)
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(got, expected(x, weight_t, b), rtol=1e-5, atol=1e-4)
@@ -68,7 +68,7 @@ def test_strided_rows_and_thread_counts(threads):
 def test_empty_inputs():
     weight_t, b = layer(8, 20, True)
     panels = cpu_gemm.pack_weight(weight_t, "loomlm")
-    assert cpu_gemm.panel_linear(torch.empty(0, 8), panels, b, 20).shape == (0, 20)
+    assert cpu_gemm.packed_linear("loomlm", torch.empty(0, 8), panels, b, 20).shape == (0, 20)
     no_depth = _C.f32_pack_panels(torch.empty(0, 20))
     torch.testing.assert_close(_C.f32_panel_linear(torch.empty(2, 0), no_depth, b, 20), b.expand(2, 20))
 
@@ -89,5 +89,5 @@ def test_bad_tensors_raise_naming_the_problem():
 
 
 def test_an_unknown_packed_kernel_is_a_value_error():
-    with pytest.raises(ValueError, match=r"no packed layout for linear kernel 'torch\.mm'"):
+    with pytest.raises(ValueError, match=r"no packed layout for linear kernel 'torch\.mm' here"):
         cpu_gemm.pack_weight(torch.randn(4, 4), "torch.mm")
