@@ -104,6 +104,8 @@ def instrument(engine, timers: Timers) -> Callable[[], None]:
     for name, module in model.named_modules():
         if isinstance(module, llama.Linear):
             label = "LM head" if name == "lm_head" else "linear: " + name.rsplit(".", 1)[-1]
+        elif isinstance(module, llama.GateUpSiluMul):
+            label = "linear: gate_up_proj"  # with SiLU·mul fused in (its own row then reads ~0)
         elif isinstance(module, llama.RMSNorm):
             label = "RMSNorm"
         elif isinstance(module, llama.RotaryEmbedding):

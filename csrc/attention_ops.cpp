@@ -63,17 +63,33 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
   const int64_t longest = check_block_tables(lens, tables, S, max_blocks, block_size, key_cache.size(0));
   auto out = torch::empty({S, H, D}, query.options());
   const int64_t group = H / kv_heads;
-  const bool vector_code = D % 8 == 0 && loomlm::avx2::attention_supported();
-  const auto item_kernel = vector_code ? loomlm::avx2::decode_attention_item : loomlm::decode_attention_item;
+  const float* q = query.data_ptr<float>();
+  const float* keys = key_cache.data_ptr<float>();
+  const float* values = value_cache.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  if (D % 8 == 0 && loomlm::avx2::attention_supported()) {
+    // Items of whole sequences (every kv head: whole cache rows stream) once there are enough to
+    // keep the threads busy; otherwise one kv head each.
+    const int64_t heads_per_item = S >= 2 * at::get_num_threads() ? kv_heads : 1;
+    const int64_t items_per_seq = kv_heads / heads_per_item;
+    at::parallel_for(0, S * items_per_seq, 1, [&](int64_t begin, int64_t end) {
+      const std::unique_ptr<float[]> scores(new float[heads_per_item * group * longest]);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t s = item / items_per_seq, h0 = item % items_per_seq * heads_per_item;
+        loomlm::avx2::decode_attention_heads(q + s * query.stride(0), keys, values, tables + s * max_blocks, lens[s],
+                                             block_size, kv_heads, h0, h0 + heads_per_item, group, D,
+                                             static_cast<float>(scale), scores.get(), o + s * H * D);
+      }
+    });
+    return out;
+  }
   at::parallel_for(0, S * kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * longest);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t s = item / kv_heads, kvh = item % kv_heads;
-      item_kernel(query.data_ptr<float>() + s * query.stride(0) + kvh * group * D,
-                                    key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
-                                    tables + s * max_blocks, lens[s], block_size, kv_heads, kvh, group, D,
-                                    static_cast<float>(scale), scores.data(),
-                                    out.data_ptr<float>() + (s * H + kvh * group) * D);
+      loomlm::decode_attention_item(q + s * query.stride(0) + kvh * group * D, keys, values, tables + s * max_blocks,
+                                    lens[s], block_size, kv_heads, kvh, group, D, static_cast<float>(scale),
+                                    scores.data(), o + (s * H + kvh * group) * D);
     }
   });
   return out;
@@ -98,7 +114,7 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
   const int64_t max_blocks = block_tables.size(1);
   const int64_t longest = check_block_tables(lens, tables, S, max_blocks, block_size, key_cache.size(0));
   TORCH_CHECK(starts[0] >= 0 && starts[S] <= T, "query_start_loc must lie within the ", T, " query rows");
-  struct Item {
+  struct Item {  // a decode row covers every kv head (whole cache rows), a prefill block one
     int64_t seq, kv_head, row_begin, row_end, cost;
   };
   std::vector<Item> items;
@@ -107,6 +123,10 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
     const int64_t q_len = starts[s + 1] - starts[s];
     TORCH_CHECK(q_len >= 0 && q_len <= lens[s], "sequence ", s, " has ", q_len, " query rows for ", lens[s],
                 " positions");
+    if (q_len == 1) {
+      items.push_back({s, 0, 0, 1, lens[s] * kv_heads}), total_cost += lens[s] * kv_heads;
+      continue;
+    }
     for (int64_t r0 = 0; r0 < q_len; r0 += kPrefillRowBlock) {
       const int64_t r1 = std::min(q_len, r0 + kPrefillRowBlock);
       const int64_t cost = (r1 - r0) * (lens[s] - q_len + r1);  // rows x keys seen, about
@@ -127,20 +147,19 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
   float* o = out.data_ptr<float>();
   const int64_t row_stride = query.stride(0), out_stride = H * D;
   at::parallel_for(0, num_threads, 1, [&](int64_t begin, int64_t end) {
-    // Also holds a decode row's group * seq_len scores. Not zeroed: the kernels write every float
-    // they read (a long context's scratch is tens of MB, once per layer).
-    const std::unique_ptr<float[]> scratch(
-        new float[loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest)]);
+    // Also holds a decode row's H * seq_len scores. Not zeroed: the kernels write every float they
+    // read (a long context's scratch is tens of MB, once per layer).
+    const std::unique_ptr<float[]> scratch(new float[std::max(
+        loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest), H * longest)]);
     for (int64_t t = begin; t < end; ++t) {
       for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
         const Item& it = items[i];
         const int64_t first_row = starts[it.seq];
-        if (starts[it.seq + 1] - first_row == 1) {  // a decode row: no key copy, prefetched reads
-          loomlm::avx2::decode_attention_item(q + first_row * row_stride + it.kv_head * group * D,
-                                              key_cache.data_ptr<float>(), value_cache.data_ptr<float>(),
-                                              tables + it.seq * max_blocks, lens[it.seq], block_size, kv_heads,
-                                              it.kv_head, group, D, static_cast<float>(scale), scratch.get(),
-                                              o + first_row * out_stride + it.kv_head * group * D);
+        if (starts[it.seq + 1] - first_row == 1) {  // a decode row: every kv head, no key copy
+          loomlm::avx2::decode_attention_heads(q + first_row * row_stride, key_cache.data_ptr<float>(),
+                                               value_cache.data_ptr<float>(), tables + it.seq * max_blocks,
+                                               lens[it.seq], block_size, kv_heads, 0, kv_heads, group, D,
+                                               static_cast<float>(scale), scratch.get(), o + first_row * out_stride);
           continue;
         }
         loomlm::avx2::prefill_attention_item(

@@ -24,6 +24,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("weight_t"));
   m.def("f32_panel_linear", &ops::f32_panel_linear, "x [rows, in] float32 @ panel-packed W (+ bias) -> [rows, out]",
         py::arg("x"), py::arg("panels"), py::arg("bias"), py::arg("out_features"));
+  m.def("f32_pack_gate_up_panels", &ops::f32_pack_gate_up_panels,
+        "[in, 2I] float32 gate | up weight -> panels [ceil(I/8), in, 16] (8 gate, then 8 up columns)",
+        py::arg("weight_t"));
+  m.def("f32_panel_silu_mul", &ops::f32_panel_silu_mul,
+        "silu(x @ gate) * (x @ up) on f32_pack_gate_up_panels' layout -> [rows, I]", py::arg("x"),
+        py::arg("panels"), py::arg("intermediate"));
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
         py::arg("residual"), py::arg("weight"), py::arg("eps"));
   m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",

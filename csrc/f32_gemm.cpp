@@ -52,4 +52,39 @@ torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& pane
   return out;
 }
 
+torch::Tensor f32_pack_gate_up_panels(const torch::Tensor& weight_t) {
+  check_float_rows(weight_t, 2, "weight_t");
+  TORCH_CHECK(weight_t.size(1) % 2 == 0, "a gate | up weight has an even number of columns, got ", weight_t.size(1));
+  const int64_t K = weight_t.size(0), I = weight_t.size(1) / 2;
+  const int64_t num_panels = (I + kGateUpWidth - 1) / kGateUpWidth;
+  // [K, 2 (gate, up), num_panels, 8] -> [num_panels, K, 2, 8]: each panel's 8 gate then 8 up columns.
+  auto padded = torch::zeros({K, 2, num_panels * kGateUpWidth}, weight_t.options());
+  padded.narrow(2, 0, I).copy_(weight_t.view({K, 2, I}));
+  return padded.view({K, 2, num_panels, kGateUpWidth}).permute({2, 0, 1, 3}).reshape({num_panels, K, kPanelWidth});
+}
+
+torch::Tensor f32_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& panels, int64_t intermediate) {
+  TORCH_CHECK(f32_panel_gemm_supported(), "this CPU cannot run the float32 panel GEMM (it needs AVX2 and FMA)");
+  check_float_rows(x, 2, "x");
+  check_float_rows(panels, 3, "panels");
+  const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0);
+  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == K && panels.size(2) == kPanelWidth,
+              "panels must be contiguous [ceil(I / 8), ", K, ", 16] (f32_pack_gate_up_panels), got ", panels.sizes());
+  TORCH_CHECK(intermediate >= 0 && (intermediate + kGateUpWidth - 1) / kGateUpWidth == num_panels,
+              "intermediate size ", intermediate, " does not match ", num_panels, " gate_up panels of 8 columns");
+  if (rows == 0 || intermediate == 0 || K == 0) {  // K = 0: silu(0) * 0
+    return torch::zeros({rows, intermediate}, x.options());
+  }
+  auto out = torch::empty({rows, intermediate}, x.options());
+  const torch::Tensor xc = x.stride(0) >= K ? x : x.contiguous();
+  const float* x_data = xc.data_ptr<float>();
+  const float* panel_data = panels.data_ptr<float>();
+  float* out_data = out.data_ptr<float>();
+  const int64_t ldx = xc.stride(0);
+  at::parallel_for(0, num_panels, 1, [&](int64_t begin, int64_t end) {
+    loomlm::avx2::f32_panel_gemm_silu_mul(x_data, rows, K, ldx, panel_data, intermediate, out_data, begin, end);
+  });
+  return out;
+}
+
 }  // namespace loomlm::ops

@@ -10,12 +10,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "avx2_math.h"
 #include "f32_gemm.h"
 
 namespace loomlm::avx2 {
 namespace {
-
-#define LOOMLM_AVX2 __attribute__((target("avx2,fma")))
 
 constexpr int kTileRows = 6;
 constexpr int64_t kMaxDepth = 768;  // K block: 6 rows x 768 floats of x (18 KB) beside a 48 KB panel block
@@ -83,7 +82,43 @@ LOOMLM_AVX2 void tiles(const float* x, int64_t ldx, int64_t rows, const float* p
   }
 }
 
+// out[r][0:cols] = silu(s[r][0:8]) * s[r][8:16] for the rows of a panel's gate | up sums: the same
+// operations as model_ops.cpp's silu_mul_rows, so the same values.
+LOOMLM_AVX2 void silu_mul_epilogue(const float* sums, int64_t rows, float* out, int64_t ldo, int cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m256 gate = _mm256_loadu_ps(sums + r * kPanelWidth), up = _mm256_loadu_ps(sums + r * kPanelWidth + 8);
+    const __m256 denominator = _mm256_add_ps(_mm256_set1_ps(1.f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), gate)));
+    const __m256 value = _mm256_mul_ps(_mm256_div_ps(gate, denominator), up);
+    if (cols == kGateUpWidth) {
+      _mm256_storeu_ps(out + r * ldo, value);
+    } else {
+      alignas(32) float lane[kGateUpWidth];
+      _mm256_store_ps(lane, value);
+      std::memcpy(out + r * ldo, lane, sizeof(float) * cols);
+    }
+  }
+}
+
 }  // namespace
+
+void f32_panel_gemm_silu_mul(const float* x, int64_t rows, int64_t K, int64_t ldx, const float* panels, int64_t I,
+                             float* out, int64_t panel_begin, int64_t panel_end) {
+  // A panel's sums for a block of rows go to a small buffer (every K block adding in), then the
+  // epilogue writes I-wide rows: the 2I-wide gate_up output is never stored.
+  const int64_t num_depth_blocks = (K + kMaxDepth - 1) / kMaxDepth;
+  const int64_t depth_block = (K + num_depth_blocks - 1) / num_depth_blocks;
+  alignas(32) float sums[kRowBlock * kPanelWidth];
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+    const int64_t block_rows = std::min(kRowBlock, rows - r0);
+    for (int64_t p = panel_begin; p < panel_end; ++p) {
+      for (int64_t k0 = 0; k0 < K; k0 += depth_block)
+        tiles(x + r0 * ldx + k0, ldx, block_rows, panels + (p * K + k0) * kPanelWidth, std::min(depth_block, K - k0),
+              sums, kPanelWidth, kPanelWidth, nullptr, k0 == 0);
+      const int cols = static_cast<int>(std::min<int64_t>(kGateUpWidth, I - p * kGateUpWidth));
+      silu_mul_epilogue(sums, block_rows, out + r0 * I + p * kGateUpWidth, I, cols);
+    }
+  }
+}
 
 void f32_panel_gemm(const float* x, int64_t rows, int64_t K, int64_t ldx, const float* panels, int64_t N,
                     const float* bias, float* out, int64_t panel_begin, int64_t panel_end) {

@@ -43,11 +43,14 @@ void decode_attention_item(const float* q, const float* key_cache, const float* 
                            int64_t D, float scale, float* scores, float* out);
 
 namespace avx2 {
-// The same item with AVX2 code (attention_avx2.cpp), for D a multiple of 8 on CPUs with AVX2 and FMA.
+// AVX2 decode attention (attention_avx2.cpp; D a multiple of 8, CPUs with AVX2 and FMA): kv heads
+// [head_begin, head_end) of one sequence at once, whole cache rows streamed. q and out: the
+// sequence's row ([heads, D], head 0 first). scores: scratch of (head_end - head_begin) * group *
+// seq_len floats.
 bool attention_supported();
-void decode_attention_item(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
-                           int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
-                           int64_t D, float scale, float* scores, float* out);
+void decode_attention_heads(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
+                            int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t head_begin,
+                            int64_t head_end, int64_t group, int64_t D, float scale, float* scores, float* out);
 
 // Causal attention of rows [row_begin, row_end) of one sequence's chunk of q_len new tokens (its
 // last q_len of seq_len positions) for one kv head (prefill_attention_avx2.cpp; D a multiple of 8).

@@ -35,6 +35,10 @@ bool f32_panel_gemm_supported();
 torch::Tensor f32_pack_panels(const torch::Tensor& weight_t);
 torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
                                const c10::optional<torch::Tensor>& bias, int64_t out_features);
+// The gate_up projection and SiLU-and-multiply in one pass (f32_gemm.h: f32_panel_gemm_silu_mul):
+// weight_t [in, 2I] (gate | up) packed once, then x [rows, in] -> [rows, I].
+torch::Tensor f32_pack_gate_up_panels(const torch::Tensor& weight_t);
+torch::Tensor f32_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& panels, int64_t intermediate);
 
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);

@@ -14,7 +14,7 @@ from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_runner import ModelRunner
 from loomlm.engine.models.block_quant import BLOCK_MODES, quantize_blocks
 from loomlm.engine.models.gguf_blocks import read_default_blocks
-from loomlm.engine.models.linear_kernels import choose_linear_kernels
+from loomlm.engine.models.linear_kernels import choose_linear_kernels, fuse_gate_up_activations
 from loomlm.engine.models.loader import load_model
 from loomlm.engine.models.quantized import calibrate, int8_gemm_name, quantize_model
 from loomlm.engine.parallel.group import TPGroup
@@ -95,6 +95,9 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         choices = choose_linear_kernels(model, device, dtype)
         kernels = ", ".join(f"{i}x{o} {kernel}" for (i, o), kernel in choices.items()) or "torch.mm"
         report = f"{spec.dtype}: {kernels}"
+        # Adapters add into gate_up's product before the activation: no fusion with LoRA on.
+        if not spec.max_loras and fuse_gate_up_activations(model):
+            report += "; gate_up + SiLU·mul: one loomlm GEMM"
     native = native_ops_available(dtype, device)
     runner.kernel_report = report + ("; norms, rotary, decode attention: loomlm._C" if native else "")
     return runner

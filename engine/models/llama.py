@@ -21,7 +21,7 @@ from loomlm.engine.models.attention import AttentionMetadata, PagedAttention
 from loomlm.engine.models.parallel_layers import VocabParallelEmbedding
 from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
-from loomlm.kernels.cpu_gemm import packed_linear
+from loomlm.kernels.cpu_gemm import gate_up_silu_mul, pack_gate_up, packed_linear, unpack_panels
 from loomlm.kernels.cpu_ops import rms_norm, rotary_store_kv, silu_mul
 
 
@@ -133,6 +133,19 @@ class LlamaAttention(nn.Module):
         return self.tp.all_reduce(lora.apply(self.layer_idx, "o_proj", out, self.o_proj(out)))
 
 
+class GateUpSiluMul(nn.Module):
+    """The gate_up projection and SiLU-and-multiply as one loomlm GEMM (`cpu_gemm.gate_up_silu_mul`):
+    what an MLP runs once `LlamaMLP.fuse_gate_up` has repacked its gate_up weight."""
+
+    def __init__(self, packed: torch.Tensor, intermediate_size: int) -> None:
+        super().__init__()
+        self.packed = packed
+        self.intermediate_size = intermediate_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gate_up_silu_mul(x, self.packed, self.intermediate_size)
+
+
 class LlamaMLP(nn.Module):
     def __init__(self, arch: LlamaArch, layer_idx: int = 0, tp: TPGroup | None = None) -> None:
         super().__init__()
@@ -141,8 +154,22 @@ class LlamaMLP(nn.Module):
         self.intermediate_size = arch.intermediate_size
         self.gate_up_proj = Linear(*arch.packed_dims("gate_up_proj"))
         self.down_proj = Linear(*arch.packed_dims("down_proj"))
+        self.gate_up_silu_mul: GateUpSiluMul | None = None
+
+    def fuse_gate_up(self) -> None:
+        """Run gate_up and SiLU·mul as one GEMM from now on: the same sums, without writing and
+        re-reading the 2I-wide product. Only for a bias-free gate_up on loomlm's panels, and only
+        without LoRA (adapters add into the product before the activation): gate_up_proj is gone."""
+        layer = self.gate_up_proj
+        if layer.kernel != "loomlm" or layer.bias is not None:
+            raise ValueError("only a bias-free gate_up_proj on loomlm's panels fuses with SiLU·mul")
+        weight_t = unpack_panels(layer.packed, layer.weight_t.shape[1])
+        self.gate_up_silu_mul = GateUpSiluMul(pack_gate_up(weight_t), weight_t.shape[1] // 2)
+        del self.gate_up_proj
 
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
+        if self.gate_up_silu_mul is not None:  # fused: LoRA is off (fuse_gate_up)
+            return self.tp.all_reduce(self.down_proj(self.gate_up_silu_mul(x)))
         if lora is None:
             return self.tp.all_reduce(self.down_proj(silu_mul(self.gate_up_proj(x))))
         hidden = silu_mul(lora.apply(self.layer_idx, "gate_up_proj", x, self.gate_up_proj(x)))

@@ -1,14 +1,21 @@
 """The float linear layers' kernel: each packed kernel (oneDNN's prepacked GEMM, loomlm's AVX2
 panels) gives torch.mm's result (float32 rounding), the choice follows the timing per shape, and a
-packed layer keeps its shape and drops its float copy."""
+packed layer keeps its shape and drops its float copy. An MLP whose gate_up runs loomlm's panels
+fuses SiLU·mul into it with the same output; others stay as they are."""
 
 import pytest
 import torch
 from layer_support import float_layer
 
 from loomlm.engine.models import linear_kernels
-from loomlm.engine.models.linear_kernels import candidate_kernels, choose_linear_kernels
-from loomlm.kernels.cpu_gemm import pack_weight, packed_linear
+from loomlm.engine.models.arch import LlamaArch
+from loomlm.engine.models.linear_kernels import (
+    candidate_kernels,
+    choose_linear_kernels,
+    fuse_gate_up_activations,
+)
+from loomlm.engine.models.llama import LlamaMLP
+from loomlm.kernels.cpu_gemm import pack_weight, packed_linear, panel_gemm_available
 
 PACKED = [k for k in candidate_kernels(torch.float32) if k != "torch.mm"]
 
@@ -56,3 +63,42 @@ def test_nothing_is_chosen_off_the_cpu_or_for_other_dtypes():
     assert choose_linear_kernels(model, torch.device("cpu"), torch.float16) == {}
     assert choose_linear_kernels(model, torch.device("meta"), torch.float32) == {}
     assert model[0].packed is None
+
+
+def small_mlp(seed: int) -> LlamaMLP:
+    arch = LlamaArch(
+        model_type="llama",
+        vocab_size=10,
+        hidden_size=40,
+        intermediate_size=52,  # not a multiple of 8: a partial last panel
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=10,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        sliding_window=None,
+    )
+    torch.manual_seed(seed)
+    mlp = LlamaMLP(arch)
+    with torch.no_grad():
+        for layer in (mlp.gate_up_proj, mlp.down_proj):
+            layer.weight_t.normal_(0, 0.1)
+    return mlp
+
+
+@pytest.mark.skipif(not panel_gemm_available(), reason="needs loomlm's AVX2 kernel")
+def test_an_mlp_on_loomlm_panels_fuses_silu_mul_with_the_same_output():
+    on_panels, on_torch_mm = small_mlp(0), small_mlp(1)
+    on_panels.gate_up_proj.use_packed(pack_weight(on_panels.gate_up_proj.weight_t, "loomlm"), "loomlm")
+    x = torch.randn(9, 40)
+    before = [on_panels(x), on_torch_mm(x)]
+    assert fuse_gate_up_activations(torch.nn.Sequential(on_panels, on_torch_mm)) == 1
+    assert on_panels.gate_up_silu_mul is not None and not hasattr(on_panels, "gate_up_proj")
+    assert on_torch_mm.gate_up_silu_mul is None  # torch.mm's layer is left alone
+    assert torch.equal(on_panels(x), before[0]) and torch.equal(on_torch_mm(x), before[1])
+    assert fuse_gate_up_activations(on_panels) == 0  # already fused
+    with pytest.raises(ValueError, match="loomlm's panels"):
+        on_torch_mm.fuse_gate_up()

@@ -1,7 +1,8 @@
 """loomlm's float32 GEMM on AVX2 panels equals its torch reference (float32 rounding) for every row
 count a step has (register-tile tails, blocks of rows and of K), widths that are not multiples of
 16, a bias, strided rows and more than one thread; the reference packing is the C++ packing; bad
-tensors raise before any work."""
+tensors raise before any work. The gate_up GEMM fused with SiLU-and-multiply equals the two ops
+it replaces bit for bit."""
 
 import pytest
 import torch
@@ -91,3 +92,40 @@ def test_bad_tensors_raise_naming_the_problem():
 def test_an_unknown_packed_kernel_is_a_value_error():
     with pytest.raises(ValueError, match=r"no packed layout for linear kernel 'torch\.mm' here"):
         cpu_gemm.pack_weight(torch.randn(4, 4), "torch.mm")
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 6, 7, 97, 200])
+# intermediate sizes of whole and partial 8-column panels; 1000 inputs take two K blocks
+@pytest.mark.parametrize(("in_features", "intermediate"), [(576, 1536), (96, 20), (1000, 8), (5, 3)])
+def test_fused_gate_up_equals_the_gemm_then_silu_mul(rows, in_features, intermediate):
+    weight_t, _ = layer(in_features, 2 * intermediate, False, seed=rows)
+    x = torch.randn(rows, in_features)
+    fused = cpu_gemm.gate_up_silu_mul(x, cpu_gemm.pack_gate_up(weight_t), intermediate)
+    panels = cpu_gemm.pack_weight(weight_t, "loomlm")
+    product = cpu_gemm.packed_linear("loomlm", x, panels, None, 2 * intermediate)
+    assert torch.equal(fused, _C.silu_mul(product))  # the same sums, the same activation
+    reference = cpu_gemm.gate_up_silu_mul_ref(x, cpu_gemm.pack_gate_up(weight_t), intermediate)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_the_reference_gate_up_packing_is_the_kernels():
+    weight_t, _ = layer(12, 2 * 11, False)
+    packed = cpu_gemm.pack_gate_up(weight_t)
+    assert packed.shape == (2, 12, 16)
+    assert torch.equal(packed, cpu_gemm.pack_gate_up_ref(weight_t))
+    assert torch.equal(packed[0, :, :8], weight_t[:, :8])  # gate columns 0-7, then up columns 0-7
+    assert torch.equal(packed[0, :, 8:], weight_t[:, 11:19])
+    assert torch.equal(packed[1, :, 3:8], torch.zeros(12, 5))  # past the 11 gate columns: zero
+
+
+@needs_kernel
+def test_fused_gate_up_refuses_mismatched_tensors():
+    packed = cpu_gemm.pack_gate_up(torch.randn(16, 40))
+    with pytest.raises(RuntimeError, match="does not match"):
+        cpu_gemm.gate_up_silu_mul(torch.randn(2, 16), packed, 30)
+    with pytest.raises(RuntimeError, match="panels must be"):
+        cpu_gemm.gate_up_silu_mul(torch.randn(2, 15), packed, 20)
+    with pytest.raises(RuntimeError, match="even number of columns"):
+        cpu_gemm.pack_gate_up(torch.randn(16, 41))

@@ -70,6 +70,27 @@ def test_decode_attention_over_the_paged_cache_equals_the_reference(group, head_
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 7])  # query heads per kv head: tiles of 3 and their tails
+# 1 thread: every sequence one item (all kv heads, whole rows); 8: fewer sequences than twice the
+# threads, so one kv head per item.
+@pytest.mark.parametrize("threads", [1, 8])
+def test_decode_attention_long_contexts_and_head_groupings(group, threads):
+    """Contexts past the kernel's 128-row stretches and 16-row value runs, ragged in both."""
+    key_cache, value_cache = caches(num_blocks=160, block_size=16)
+    torch.manual_seed(group)
+    lens = torch.tensor([3, 129, 300, 1000, 17], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(160)[:64] for _ in lens]).to(torch.int32)
+    query = torch.randn(len(lens), KV_HEADS * group, HEAD_DIM)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
+    finally:
+        torch.set_num_threads(before)
+    want = cpu_ops.decode_attention_ref(query, key_cache, value_cache, tables, lens, 0.125)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_indices_outside_the_cache_are_refused():
     key_cache, value_cache = caches()
     query = torch.randn(1, HEADS, HEAD_DIM)
