@@ -20,16 +20,21 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def median_seconds_interleaved(fns: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
-    """Each ``fn``'s median wall time over ``repeats`` rounds that call every ``fn`` once in turn,
-    after one warm-up call each: candidates compared this way share the machine's slow and fast
-    stretches (a shared CPU drifts by more than the differences being measured)."""
+def median_ratios_interleaved(fns: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
+    """Each ``fn``'s wall time as a ratio to the first ``fn``'s in the same round, the median over
+    ``repeats`` rounds that call every ``fn`` once in turn (after one warm-up call each). A shared
+    CPU drifts by more than the differences being measured, and its slow stretches usually outlast
+    a round: within a round the candidates see the same machine, so the ratio cancels the drift
+    where separate medians of each candidate's times would not."""
     for fn in fns:
         fn()
-    times: list[list[float]] = [[] for _ in fns]
+    ratios: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, fn_times in zip(fns, times, strict=True):
+        times = []
+        for fn in fns:
             start = time.perf_counter()
             fn()
-            fn_times.append(time.perf_counter() - start)
-    return [statistics.median(fn_times) for fn_times in times]
+            times.append(time.perf_counter() - start)
+        for fn_ratios, seconds in zip(ratios, times, strict=True):
+            fn_ratios.append(seconds / times[0])
+    return [statistics.median(fn_ratios) for fn_ratios in ratios]

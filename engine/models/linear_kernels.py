@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from loomlm.engine.models.llama import Linear, LlamaMLP
-from loomlm.engine.probe import median_seconds_interleaved
+from loomlm.engine.probe import median_ratios_interleaved
 from loomlm.kernels.cpu_gemm import (
     KERNELS,
     onednn_available,
@@ -29,7 +29,7 @@ from loomlm.kernels.cpu_gemm import (
 
 logger = logging.getLogger(__name__)
 _PROBE_ROWS = (1, 64)  # a batch-1 and a batched decode step (prefill sizes tie at the GEMM roof)
-_PROBE_ROUNDS = 5
+_PROBE_ROUNDS = 7
 _MIN_SPEEDUP = 1.1  # keep torch.mm unless a packed kernel is clearly faster: noise must not flip a choice
 
 
@@ -57,9 +57,9 @@ def choose_linear_kernels(
     for shape, layers in by_shape.items():
         sample = layers[0]
         packs = {kernel: pack_weight(sample.weight_t, kernel) for kernel in kernels if kernel != "torch.mm"}
-        seconds = _seconds(sample, kernels, packs, dtype)
-        best = min(packs, key=seconds.__getitem__)
-        choices[shape] = best if seconds[best] * _MIN_SPEEDUP < seconds["torch.mm"] else "torch.mm"
+        relative = _relative_times(sample, kernels, packs, dtype)
+        best = min(packs, key=relative.__getitem__)
+        choices[shape] = best if relative[best] * _MIN_SPEEDUP < relative["torch.mm"] else "torch.mm"
         if choices[shape] != "torch.mm":
             for layer in layers:
                 packed = packs[best] if layer is sample else pack_weight(layer.weight_t, best)
@@ -85,11 +85,12 @@ def fuse_gate_up_activations(model: nn.Module) -> int:
     return len(mlps)
 
 
-def _seconds(
+def _relative_times(
     layer: Linear, kernels: tuple[str, ...], packs: dict[str, torch.Tensor], dtype: torch.dtype
 ) -> dict[str, float]:
-    """Each kernel's time on ``layer`` over the probe row counts: the median of interleaved rounds
-    (every kernel once a round), so a slow stretch of a shared machine slows all of them alike."""
+    """Each kernel's time on ``layer`` over the probe row counts, relative to torch.mm's in the same
+    round: the median over interleaved rounds (every kernel once a round), so a slow stretch of a
+    shared machine, which slows the whole round, cancels out."""
     in_features, out_features = layer.weight_t.shape
     fns = {"torch.mm": layer.plain_forward}
     for kernel, packed in packs.items():
@@ -99,5 +100,5 @@ def _seconds(
     inputs = [torch.randn(rows, in_features, dtype=dtype) for rows in _PROBE_ROWS]
     calls = [(lambda fn=fns[kernel]: [fn(x) for x in inputs]) for kernel in kernels]
     with torch.inference_mode():
-        times = median_seconds_interleaved(calls, repeats=_PROBE_ROUNDS)
-    return dict(zip(kernels, times, strict=True))
+        relative = median_ratios_interleaved(calls, repeats=_PROBE_ROUNDS)
+    return dict(zip(kernels, relative, strict=True))

@@ -36,18 +36,18 @@ def test_each_packed_kernel_matches_torch_mm(kernel, bias, rows):
 
 @pytest.mark.skipif(len(PACKED) < 2, reason="needs oneDNN and loomlm's AVX2 kernel")
 @pytest.mark.parametrize(
-    ("seconds", "expected"),
+    ("relative", "expected"),
     [
         ({"torch.mm": 1.0, "onednn": 0.5, "loomlm": 0.4}, "loomlm"),
         ({"torch.mm": 1.0, "onednn": 0.5, "loomlm": 0.6}, "onednn"),
         ({"torch.mm": 1.0, "onednn": 0.95, "loomlm": 0.93}, "torch.mm"),  # within the noise margin
     ],
 )
-def test_each_shape_takes_the_kernel_measured_fastest(monkeypatch, seconds, expected):
+def test_each_shape_takes_the_kernel_measured_fastest(monkeypatch, relative, expected):
     model = torch.nn.Sequential(float_layer(32, 64), float_layer(64, 32, seed=1), float_layer(32, 64, seed=2))
     x = torch.randn(3, 32)
     before = model(x)
-    monkeypatch.setattr(linear_kernels, "_seconds", lambda layer, kernels, packs, dtype: seconds)
+    monkeypatch.setattr(linear_kernels, "_relative_times", lambda layer, kernels, packs, dtype: relative)
     choices = choose_linear_kernels(model, torch.device("cpu"), torch.float32)
     assert choices == {(32, 64): expected, (64, 32): expected}
     assert all(m.kernel == expected and (m.packed is not None) == (expected != "torch.mm") for m in model)

@@ -1,22 +1,34 @@
 """The load-time timing probes: interleaved rounds call every candidate once a round after a
-warm-up each, and report one median per candidate, in order (a fake clock: no real timing)."""
+warm-up each, and report each candidate's median time relative to the first candidate's in the
+same round, in order (a fake clock: no real timing)."""
 
 from loomlm.engine import probe
-from loomlm.engine.probe import median_seconds_interleaved
+from loomlm.engine.probe import median_ratios_interleaved
 
 
-def test_interleaved_rounds_call_each_candidate_in_turn():
+def test_interleaved_rounds_call_each_candidate_in_turn(monkeypatch):
     calls = []
-    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
-    times = median_seconds_interleaved(fns, repeats=3)
-    assert calls == ["a", "b"] * 4  # one warm-up round, then 3 timed rounds
-    assert len(times) == 2
-
-
-def test_each_candidate_gets_the_median_of_its_own_rounds(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(probe.time, "perf_counter", lambda: clock[0])
-    costs = {"fast": iter([9.0, 1.0, 2.0, 100.0]), "slow": iter([9.0, 5.0, 7.0, 6.0])}  # warm-up first
+
+    def candidate(name):
+        def run():
+            calls.append(name)
+            clock[0] += 1.0
+
+        return run
+
+    ratios = median_ratios_interleaved([candidate("a"), candidate("b")], repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then 3 timed rounds
+    assert ratios == [1.0, 1.0]
+
+
+def test_a_slow_stretch_cancels_within_its_round(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(probe.time, "perf_counter", lambda: clock[0])
+    # Warm-up first. The machine runs 3x slower for rounds 2 and 3: separate medians would read
+    # "fast" at 6 against "slow" at 9 (1.5x); each round says 2x.
+    costs = {"slow": iter([9.0, 2.0, 6.0, 6.0]), "fast": iter([9.0, 1.0, 3.0, 3.0])}
 
     def candidate(name):
         def run():
@@ -24,5 +36,4 @@ def test_each_candidate_gets_the_median_of_its_own_rounds(monkeypatch):
 
         return run
 
-    fast, slow = median_seconds_interleaved([candidate("fast"), candidate("slow")], repeats=3)
-    assert (fast, slow) == (2.0, 6.0)  # an outlier round (100) does not move the median
+    assert median_ratios_interleaved([candidate("slow"), candidate("fast")], repeats=3) == [1.0, 0.5]
