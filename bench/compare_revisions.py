@@ -6,7 +6,9 @@ subprocess whose ``import loomlm`` resolves to that side's source (a symlink tre
 package folders the way ``pyproject.toml`` does), on the same machine state, threads and weights.
 Rounds alternate which side goes first; the table shows the median of each side over the rounds
 and the ratio new / base. Workload options after ``--`` go to ``bench/throughput.py`` (only its
-loomlm side runs):
+loomlm side runs). Where the two revisions differ in ``csrc/``, ``--build-base`` first builds the
+base's own ``loomlm._C`` in its worktree (``setup.py build_ext --inplace``, several minutes);
+without it the base side has no extension of its own to load.
 
     .venv/bin/python bench/compare_revisions.py --base 41a793c --rounds 3 -- --num-requests 64
 """
@@ -52,6 +54,13 @@ def checkout(revision: str) -> tuple[Path, str]:
     return worktree, sha
 
 
+def build_extension(worktree: Path) -> None:
+    if not list((worktree / "sdk").glob("_C*.so")):
+        print(f"building loomlm._C in {worktree} ...", flush=True)
+        build = [sys.executable, "setup.py", "build_ext", "--inplace"]
+        subprocess.run(build, cwd=worktree, check=True, capture_output=True)
+
+
 def run_side(tree: Path, workload_args: list[str]) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{ROOT / 'bench'}"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--", *workload_args]
@@ -83,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over them)")
+    parser.add_argument("--build-base", action="store_true", help="build the base revision's loomlm._C first")
     parser.add_argument("--write-results", action="store_true", help="replace this section in RESULTS.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -91,6 +101,8 @@ def main() -> None:
         worker(workload_args)
         return
     base_source, sha = checkout(args.base)
+    if args.build_base:
+        build_extension(base_source)
     sides = {f"base {sha}": package_tree(base_source, sha), "working tree": package_tree(ROOT, "working")}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for round_index in range(args.rounds):
