@@ -9,6 +9,19 @@
 #include "torch_ops.h"
 
 namespace loomlm::ops {
+namespace {
+
+// x [rows, K] float32 rows beside contiguous panels [count, K, 16] packed by `packer`, whose panel
+// count `count` names; this CPU must run the kernel.
+void check_panel_inputs(const torch::Tensor& x, const torch::Tensor& panels, const char* count, const char* packer) {
+  TORCH_CHECK(f32_panel_gemm_supported(), "this CPU cannot run the float32 panel GEMM (it needs AVX2 and FMA)");
+  check_float_rows(x, 2, "x");
+  check_float_rows(panels, 3, "panels");
+  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == x.size(1) && panels.size(2) == kPanelWidth,
+              "panels must be contiguous [", count, ", ", x.size(1), ", 16] (", packer, "), got ", panels.sizes());
+}
+
+}  // namespace
 
 bool f32_panel_gemm_supported() { return loomlm::avx2::supported(); }
 
@@ -23,12 +36,8 @@ torch::Tensor f32_pack_panels(const torch::Tensor& weight_t) {
 
 torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
                                const c10::optional<torch::Tensor>& bias, int64_t out_features) {
-  TORCH_CHECK(f32_panel_gemm_supported(), "this CPU cannot run the float32 panel GEMM (it needs AVX2 and FMA)");
-  check_float_rows(x, 2, "x");
-  check_float_rows(panels, 3, "panels");
+  check_panel_inputs(x, panels, "ceil(out / 16)", "f32_pack_panels");
   const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0);
-  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == K && panels.size(2) == kPanelWidth,
-              "panels must be contiguous [ceil(out / 16), ", K, ", 16] (f32_pack_panels), got ", panels.sizes());
   TORCH_CHECK(out_features >= 0 && (out_features + kPanelWidth - 1) / kPanelWidth == num_panels,
               "out_features ", out_features, " does not match ", num_panels, " panels of 16 columns");
   const float* bias_data = nullptr;
@@ -64,12 +73,8 @@ torch::Tensor f32_pack_gate_up_panels(const torch::Tensor& weight_t) {
 }
 
 torch::Tensor f32_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& panels, int64_t intermediate) {
-  TORCH_CHECK(f32_panel_gemm_supported(), "this CPU cannot run the float32 panel GEMM (it needs AVX2 and FMA)");
-  check_float_rows(x, 2, "x");
-  check_float_rows(panels, 3, "panels");
+  check_panel_inputs(x, panels, "ceil(I / 8)", "f32_pack_gate_up_panels");
   const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0);
-  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == K && panels.size(2) == kPanelWidth,
-              "panels must be contiguous [ceil(I / 8), ", K, ", 16] (f32_pack_gate_up_panels), got ", panels.sizes());
   TORCH_CHECK(intermediate >= 0 && (intermediate + kGateUpWidth - 1) / kGateUpWidth == num_panels,
               "intermediate size ", intermediate, " does not match ", num_panels, " gate_up panels of 8 columns");
   if (rows == 0 || intermediate == 0 || K == 0) {  // K = 0: silu(0) * 0

@@ -168,7 +168,9 @@ class LlamaMLP(nn.Module):
         del self.gate_up_proj
 
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:
-        if self.gate_up_silu_mul is not None:  # fused: LoRA is off (fuse_gate_up)
+        if self.gate_up_silu_mul is not None:
+            if lora is not None:  # fuse_gate_up is only called with LoRA off
+                raise RuntimeError("an MLP with gate_up fused into SiLU·mul cannot apply LoRA")
             return self.tp.all_reduce(self.down_proj(self.gate_up_silu_mul(x)))
         if lora is None:
             return self.tp.all_reduce(self.down_proj(silu_mul(self.gate_up_proj(x))))

@@ -5,10 +5,9 @@ fuses SiLU·mul into it with the same output; others stay as they are."""
 
 import pytest
 import torch
-from layer_support import float_layer
+from layer_support import float_layer, tiny_arch
 
 from loomlm.engine.models import linear_kernels
-from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.models.linear_kernels import (
     candidate_kernels,
     choose_linear_kernels,
@@ -66,21 +65,8 @@ def test_nothing_is_chosen_off_the_cpu_or_for_other_dtypes():
 
 
 def small_mlp(seed: int) -> LlamaMLP:
-    arch = LlamaArch(
-        model_type="llama",
-        vocab_size=10,
-        hidden_size=40,
-        intermediate_size=52,  # not a multiple of 8: a partial last panel
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=10,
-        rms_norm_eps=1e-5,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-        attention_bias=False,
-        sliding_window=None,
-    )
+    # intermediate 52 is not a multiple of 8: a partial last gate_up panel
+    arch = tiny_arch(hidden_size=40, intermediate_size=52, head_dim=10)
     torch.manual_seed(seed)
     mlp = LlamaMLP(arch)
     with torch.no_grad():

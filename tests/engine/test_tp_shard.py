@@ -6,26 +6,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from layer_support import TINY_ARCH
 
 from loomlm.adapters.peft_loader import LoRAAdapter
-from loomlm.engine.models.arch import LlamaArch
 from loomlm.engine.parallel.shard import TPShard
 
-ARCH = LlamaArch(
-    model_type="llama",
-    vocab_size=10,
-    hidden_size=16,
-    intermediate_size=24,
-    num_layers=1,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=4,
-    rms_norm_eps=1e-5,
-    max_position_embeddings=64,
-    tie_word_embeddings=True,
-    attention_bias=False,
-    sliding_window=None,
-)
+ARCH = TINY_ARCH
 
 
 def shards(world_size, arch=ARCH):
