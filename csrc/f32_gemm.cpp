@@ -21,6 +21,19 @@ void check_panel_inputs(const torch::Tensor& x, const torch::Tensor& panels, con
               "panels must be contiguous [", count, ", ", x.size(1), ", 16] (", packer, "), got ", panels.sizes());
 }
 
+// kernel(x, ldx, panels, out, panel_begin, panel_end) over every panel, split over torch's threads
+// (each thread all rows of its panels), with x's rows made unit-stride first where they are not.
+template <typename Kernel>
+void for_panel_ranges(const torch::Tensor& x, const torch::Tensor& panels, torch::Tensor& out, Kernel kernel) {
+  const torch::Tensor xc = x.stride(0) >= x.size(1) ? x : x.contiguous();
+  const float* x_data = xc.data_ptr<float>();
+  const float* panel_data = panels.data_ptr<float>();
+  float* out_data = out.data_ptr<float>();
+  at::parallel_for(0, panels.size(0), 1, [&](int64_t begin, int64_t end) {
+    kernel(x_data, xc.stride(0), panel_data, out_data, begin, end);
+  });
+}
+
 }  // namespace
 
 bool f32_panel_gemm_supported() { return loomlm::avx2::supported(); }
@@ -50,13 +63,8 @@ torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& pane
   auto out = torch::empty({rows, out_features}, x.options());
   if (rows == 0 || out_features == 0) return out;
   if (K == 0) return bias.has_value() ? out.copy_(bias->expand({rows, out_features})) : out.zero_();
-  const torch::Tensor xc = x.stride(0) >= K ? x : x.contiguous();
-  const float* x_data = xc.data_ptr<float>();
-  const float* panel_data = panels.data_ptr<float>();
-  float* out_data = out.data_ptr<float>();
-  const int64_t ldx = xc.stride(0);
-  at::parallel_for(0, num_panels, 1, [&](int64_t begin, int64_t end) {
-    loomlm::avx2::f32_panel_gemm(x_data, rows, K, ldx, panel_data, out_features, bias_data, out_data, begin, end);
+  for_panel_ranges(x, panels, out, [&](const float* xs, int64_t ldx, const float* p, float* o, int64_t b, int64_t e) {
+    loomlm::avx2::f32_panel_gemm(xs, rows, K, ldx, p, out_features, bias_data, o, b, e);
   });
   return out;
 }
@@ -81,13 +89,8 @@ torch::Tensor f32_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& pa
     return torch::zeros({rows, intermediate}, x.options());
   }
   auto out = torch::empty({rows, intermediate}, x.options());
-  const torch::Tensor xc = x.stride(0) >= K ? x : x.contiguous();
-  const float* x_data = xc.data_ptr<float>();
-  const float* panel_data = panels.data_ptr<float>();
-  float* out_data = out.data_ptr<float>();
-  const int64_t ldx = xc.stride(0);
-  at::parallel_for(0, num_panels, 1, [&](int64_t begin, int64_t end) {
-    loomlm::avx2::f32_panel_gemm_silu_mul(x_data, rows, K, ldx, panel_data, intermediate, out_data, begin, end);
+  for_panel_ranges(x, panels, out, [&](const float* xs, int64_t ldx, const float* p, float* o, int64_t b, int64_t e) {
+    loomlm::avx2::f32_panel_gemm_silu_mul(xs, rows, K, ldx, p, intermediate, o, b, e);
   });
   return out;
 }

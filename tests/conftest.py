@@ -1,14 +1,23 @@
 """Shared fixtures: the real SmolLM2 directory and tokenizer, tiny random Llamas, an HF greedy oracle."""
 
 import os
-
-if os.environ.get("LOOMLM_TEST_NATIVE_TRITON") != "1":
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run on CPU tensors in tests
-
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# `python -m pytest` from the repository root puts the root first on sys.path, which makes the
+# package's folders importable as top-level packages too: `kernels/` (loomlm.kernels) then shadows
+# Hugging Face's `kernels` package, which transformers >= 5.25 imports when it loads a model. The
+# tests import loomlm only through its install; processes they start (server, CLI) inherit
+# PYTHONSAFEPATH, which keeps the working directory off their path too.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+os.environ["PYTHONSAFEPATH"] = "1"
+
+if os.environ.get("LOOMLM_TEST_NATIVE_TRITON") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run on CPU tensors in tests
 
 # Files that make a directory's tokenizer the real SmolLM2 one (names differ across transformers versions).
 _TOKENIZER_FILES = (
