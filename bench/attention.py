@@ -16,11 +16,9 @@ import argparse
 import datetime
 import functools
 import random
-import statistics
-import time
 
 import torch
-from bench_common import cpu_model, write_results
+from bench_common import cpu_model, median_ms_interleaved, write_results
 
 from loomlm.kernels import cpu_ops
 from loomlm.kernels.paged_attention import NATIVE_PREFILL_MAX_ROWS, NATIVE_ROWS_CHUNK, _attend_on_cpu
@@ -67,13 +65,7 @@ def measure(mean_chunk: int, context: int, repeats: int, scale: float) -> str:
         "loomlm": functools.partial(cpu_ops.prefill_attention, *tensors, scale),
     }
     diff = (runs["sdpa"]() - runs["loomlm"]()).abs().max().item()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    ms = median_ms_interleaved(runs, repeats)
     num_seqs = tensors[4].numel()
     return (
         f"| {mean_chunk} | {context} | {num_seqs} | {ms['sdpa']:.2f} | {ms['loomlm']:.2f} | "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import platform
 import re
+import statistics
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -48,3 +50,14 @@ def write_results(name: str, section: str, quick: bool) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n{block}\n"
     RESULTS.write_text(text)
+
+
+def median_ms_interleaved(runs: dict, repeats: int) -> dict[str, float]:
+    """Each named call's median wall time (ms) over ``repeats`` rounds that call every one in turn."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
-import time
 
 import torch
-from bench_common import cpu_model, write_results
+from bench_common import cpu_model, median_ms_interleaved, write_results
 
 from loomlm.kernels import cpu_ops
 
@@ -55,13 +53,7 @@ def measure(num_seqs: int, context: int, layers: int, repeats: int) -> str:
 
     fns = {"loomlm": loomlm, "torch": torch_path, "read": lambda: flat.sum()}
     diff = max((a - b).abs().max().item() for a, b in zip(loomlm(), torch_path(), strict=True))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    ms = median_ms_interleaved(fns, repeats)
     gbs = {name: nbytes / ms[name] / 1e6 for name in ms}
     speedup, of_roof = ms["torch"] / ms["loomlm"], gbs["loomlm"] / gbs["read"]
     return (
