@@ -33,6 +33,7 @@ else:
                     "csrc/quant_kernels.cpp",
                     "csrc/quant_avx2.cpp",
                     "csrc/int8_gemm_avx2.cpp",
+                    "csrc/int8_vnni.cpp",
                     "csrc/attention_avx2.cpp",
                     "csrc/attention_ops.cpp",
                     "csrc/prefill_attention_avx2.cpp",

@@ -67,6 +67,11 @@ def candidates(in_features: int, out_features: int) -> dict[str, Callable[[torch
             fns[f"int8 {kernel}"] = lambda x, k=kernel: _C.int8_linear(
                 x, qweight, w_scale, _NO_SMOOTHING, None, k
             )
+    if "avx512_vnni" in _C.supported_isas():
+        # loomlm's VNNI tiles beside oneDNN at every row count: where they cross sets the switch.
+        fns["int8 avx512_vnni_tiles"] = lambda x: _C.int8_linear(
+            x, qweight, w_scale, _NO_SMOOTHING, None, "avx512_vnni_tiles"
+        )
     fns["int8 onednn"] = lambda x: _C.int8_linear(x, qweight, w_scale, _NO_SMOOTHING, None, "onednn")
     return fns
 

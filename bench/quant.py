@@ -2,8 +2,10 @@
 
 Modes (SmolLM2-135M-Instruct, whose float32 weights are the dequantized Q4_1 GGUF it ships as):
 ``fp32``; ``int8`` (``LLM(quantization="int8")``); ``int4`` (the GGUF's own Q4_1 blocks, Q8_0 LM
-head: the bits llama.cpp runs); ``q8_0``; ``bf16`` (``dtype="bfloat16"``) where the CPU has AVX-512
-BF16 (elsewhere bf16 matmuls can be ~300x slower, so it is skipped); and ``llama.cpp``
+head: the bits llama.cpp runs); ``q8_0``; where the CPU has AVX-512 BF16 or AMX (elsewhere bf16
+matmuls can be ~300x slower, so they are skipped) ``bf16`` (``quantization="bf16"``: bf16 weights
+and GEMMs, float32 activations) and ``bf16 model`` (``dtype="bfloat16"``: everything bf16); and
+``llama.cpp``
 (``llama-cpp-python`` on the same Q4_1 GGUF, the same thread count), when installed.
 
 - quality: perplexity over a held text (``--ppl-tokens`` tokens of Python module docstrings that
@@ -36,9 +38,9 @@ import torch
 from bench_common import cpu_model, passage_ids, write_results
 
 from loomlm import LLM, SamplingParams
-from loomlm.engine.dtype_choice import cpu_flags
 from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_files import _extract_gguf
+from loomlm.engine.models.bf16_weights import bf16_native
 from loomlm.kernels.quant_linear import native_isa
 
 HELD_MODULES = "argparse logging threading json asyncio email decimal fractions statistics enum functools"
@@ -118,8 +120,9 @@ def batched_rate(llm: LLM, prompts: list[list[int]], tokens: int) -> float:
 def modes() -> dict[str, dict]:
     found = {"fp32": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"}}
     found["q8_0"] = {"quantization": "q8_0"}
-    if "avx512_bf16" in cpu_flags():
-        found["bf16"] = {"dtype": "bfloat16"}
+    if bf16_native():
+        found["bf16"] = {"quantization": "bf16"}
+        found["bf16 model"] = {"dtype": "bfloat16"}
     return found
 
 

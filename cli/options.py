@@ -145,9 +145,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--quantization",
-        choices=("int8", "int4", "q8_0"),
+        choices=("int8", "int4", "q8_0", "bf16"),
         help="quantized linear layers (CPU, float32 activations): int8 (per-channel weights, per-token "
-        "activations), int4 (GGUF Q4_1 blocks, Q8_0 LM head; the default model's own blocks), q8_0; "
+        "activations), int4 (GGUF Q4_1 blocks, Q8_0 LM head; the default model's own blocks), q8_0, "
+        "bf16 (bfloat16 weights and GEMMs, for CPUs with AVX-512 BF16 or AMX); "
         "see bench/quant.py (default: none)",
     )
     g.add_argument(

@@ -17,6 +17,11 @@ namespace {
 // kernels on every layer shape at 4-512 rows, AMD Zen 3: at 576 inputs the GEMM led from 16 rows,
 // 1.11x, at 1536 only from 32, where the tiles' single pass over the weights stops binding).
 int64_t int8_gemm_rows(int64_t K) { return K <= 1024 ? 16 : 32; }
+// From this many rows a VNNI CPU hands the sums to oneDNN's GEMM. Through int8_linear over all the
+// model's layers in turn (weights from DRAM, as in a step; AMD Zen 4): loomlm's VNNI tiles 1.63x
+// oneDNN at 1 row, 1.09x at 32, even at 64, 0.79-0.86x at 96-127 (oneDNN's packed GEMM gets more of
+// the peak once the weights are reused enough).
+constexpr int64_t kVnniOnednnRows = 64;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 }  // namespace
@@ -24,21 +29,29 @@ constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 std::string int8_kernel() {
   // oneDNN's int8 GEMM has VNNI kernels; without VNNI it ran 4-25x slower than float32 here (AMD Zen 3,
   // bench/quant.py), where loomlm's AVX2 kernels run.
-  const loomlm::Isa best = loomlm::best_isa();
-  return best == loomlm::Isa::kAvx2 ? "avx2" : "onednn";
+  switch (loomlm::best_isa()) {
+    case loomlm::Isa::kAvx512Vnni: return "avx512_vnni";
+    case loomlm::Isa::kAvx2: return "avx2";
+    default: return "onednn";
+  }
 }
 
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& w_scale,
                           const torch::Tensor& inv_smooth, const c10::optional<torch::Tensor>& bias,
                           const std::string& kernel) {
   check_float_rows(x, 2, "x");
-  const std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
-  // "avx2" picks tiles or the GEMM by row count; the other two names pin one (for tests and benches).
-  const bool loomlm_avx2 = chosen == "avx2" || chosen == "avx2_tiles" || chosen == "avx2_gemm";
-  TORCH_CHECK(chosen == "onednn" || chosen == "scalar" || loomlm_avx2, "unknown int8 kernel '", chosen,
-              "' (auto, onednn, avx2, avx2_tiles, avx2_gemm, scalar)");
-  const loomlm::Isa isa = chosen == "onednn" ? loomlm::Isa::kScalar : isa_named(loomlm_avx2 ? "avx2" : chosen);
   const int64_t T = x.size(0), K = x.size(1), N = qweight.size(0);
+  std::string chosen = kernel == "auto" ? int8_kernel() : kernel;
+  // "avx2" picks tiles or the GEMM by row count, "avx512_vnni" loomlm's tiles or oneDNN; the other
+  // names pin one (for tests and benches).
+  if (chosen == "avx512_vnni") chosen = T < kVnniOnednnRows ? "avx512_vnni_tiles" : "onednn";
+  const bool loomlm_avx2 = chosen == "avx2" || chosen == "avx2_tiles" || chosen == "avx2_gemm";
+  TORCH_CHECK(chosen == "onednn" || chosen == "scalar" || chosen == "avx512_vnni_tiles" || loomlm_avx2,
+              "unknown int8 kernel '", chosen,
+              "' (auto, onednn, avx2, avx2_tiles, avx2_gemm, avx512_vnni, avx512_vnni_tiles, scalar)");
+  const loomlm::Isa isa = chosen == "onednn"              ? loomlm::Isa::kScalar
+                          : chosen == "avx512_vnni_tiles" ? isa_named("avx512_vnni")
+                                                          : isa_named(loomlm_avx2 ? "avx2" : chosen);
   const int64_t gemm_from_rows = chosen == "avx2_gemm" ? 0 : chosen == "avx2_tiles" ? kNever : int8_gemm_rows(K);
   // Any strides: _int_mm reads the layout the layer keeps (chosen for its speed).
   TORCH_CHECK(qweight.scalar_type() == torch::kInt8 && qweight.dim() == 2 && qweight.size(1) == K,

@@ -53,9 +53,9 @@ struct Int8Epilogue {
 };
 
 // int8 per-channel weights w [N, K] times per-row int8 activations xq [rows, K]: the exact int32 sums
-// for n in [n_begin, n_end), written through the epilogue. Written for scalar and AVX2 (an AVX-512 CPU runs
-// the AVX2 code; int8_linear prefers oneDNN's VNNI GEMM there). From gemm_from_rows rows on, the AVX2
-// code is a blocked GEMM over int16-widened panels; below, tiles that read each weight byte once.
+// for n in [n_begin, n_end), written through the epilogue. Written for scalar, AVX2 and AVX-512 VNNI
+// (int8_vnni.cpp). From gemm_from_rows rows on, the AVX2 code is a blocked GEMM over int16-widened
+// panels; below, tiles that read each weight byte once.
 void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
                       int64_t n_end, const Int8Epilogue& epilogue, Isa isa, int64_t gemm_from_rows);
 

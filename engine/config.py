@@ -10,7 +10,7 @@ from loomlm.grammar.compiler import CompilerConfig
 
 SchedulingPolicy = Literal["fcfs", "priority"]
 
-QUANTIZATION_MODES = (None, "int8", "int4", "q8_0")
+QUANTIZATION_MODES = (None, "int8", "int4", "q8_0", "bf16")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -155,7 +155,8 @@ class EngineConfig:
     dtype: str = "float32"
     # Linear layers' weights (CPU, float32 activations): None (the dtype's); "int8" (per-channel
     # int8 weights, per-token int8 activations: loomlm.engine.models.quantized); "int4" (Q4_1
-    # blocks, Q8_0 LM head) or "q8_0" (Q8_0 blocks): loomlm.engine.models.block_quant.
+    # blocks, Q8_0 LM head) or "q8_0" (Q8_0 blocks): loomlm.engine.models.block_quant; "bf16"
+    # (bfloat16 weights, bf16 GEMMs: loomlm.engine.models.bf16_weights; for AVX-512 BF16 or AMX CPUs).
     quantization: str | None = None
     seed: int | None = None
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

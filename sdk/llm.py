@@ -78,8 +78,9 @@ class LLM(ToolCallsAPI):
         grammars are cached on disk under ``$LOOMLM_CACHE/grammars`` (``~/.cache/loomlm/grammars``).
         ``quantization="int8"``: int8 linear layers (per-channel weights, dynamic activations; CPU,
         float32); ``"int4"``: GGUF Q4_1 blocks with a Q8_0 LM head (the default model runs its
-        GGUF's own blocks, as llama.cpp does); ``"q8_0"``: Q8_0 blocks. Faster, at a small quality
-        cost (bench/quant.py).
+        GGUF's own blocks, as llama.cpp does); ``"q8_0"``: Q8_0 blocks; ``"bf16"``: bfloat16
+        weights and GEMMs under float32 activations (CPUs with AVX-512 BF16 or AMX). Faster, at a
+        small quality cost (bench/quant.py).
         ``lora_dtype="int8"``: adapter weights rounded to int8 (CPU, float32; see `LoRAConfig`).
         ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
         ``distributed_executor_backend="mp"``, the default for more than one); a script that uses

@@ -12,6 +12,7 @@ import torch
 from loomlm.adapters.layers import LoRAModelWeights
 from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_runner import ModelRunner
+from loomlm.engine.models.bf16_weights import convert_to_bf16
 from loomlm.engine.models.block_quant import BLOCK_MODES, quantize_blocks
 from loomlm.engine.models.gguf_blocks import read_default_blocks
 from loomlm.engine.models.linear_kernels import choose_linear_kernels, fuse_gate_up_activations
@@ -77,6 +78,8 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         report = quantize_blocks(model, spec.quantization, source)
         if runner.enable_fused_decode():
             report += "; decode steps: one fused C++ call for all layers"
+    elif spec.quantization == "bf16":
+        report = convert_to_bf16(model)
     elif spec.quantization is not None:
         # Calibrate on the float model (every rank together: the forward has collectives), then
         # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.

@@ -5,9 +5,9 @@ quantized each step (dynamic), after a SmoothQuant rescale: input channel j is d
 ``s_j = sqrt(max|x_j| / max|W_:,j|)`` and W's column j multiplied by it (the product is unchanged;
 activation outliers move into the weights, which quantize per channel). ``max|x_j|`` comes from
 running a calibration text through the float model (`calibrate`). The product is exact int32 sums,
-rescaled after, from the int8 GEMM this CPU runs best (`int8_gemm_name`): oneDNN's (``torch._int_mm``)
-where the CPU has AVX-512 VNNI, loomlm._C's AVX2 kernel where it has AVX2 only (oneDNN ran 4-25x
-slower than float32 there, AMD Zen 3).
+rescaled after, from the int8 GEMM this CPU runs best (`int8_gemm_name`): where it has AVX-512 VNNI,
+loomlm._C's VNNI tiles for the few rows of a decode step and oneDNN's (``torch._int_mm``) for more;
+loomlm._C's AVX2 kernels where it has AVX2 only (oneDNN ran 4-25x slower than float32 there, AMD Zen 3).
 
 Why this scheme, measured on SmolLM2-135M (perplexity over 4096 held tokens, bench/quant.py):
 per-tensor activations (fbgemm's ``quantized::linear_dynamic``, faster at 8+ rows) cost +72%, +8%
@@ -38,6 +38,8 @@ _NO_SMOOTHING = torch.empty(0)
 def int8_gemm_name() -> str:
     """Which int8 GEMM the layers run on this machine (for the bench output)."""
     kernel = "onednn" if _C is None else _C.int8_kernel()
+    if kernel == "avx512_vnni":
+        return "loomlm._C avx512_vnni below 64 rows, torch._int_mm (oneDNN) from 64"
     return "torch._int_mm (oneDNN)" if kernel == "onednn" else f"loomlm._C {kernel}"
 
 

@@ -154,11 +154,13 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
     assert torch.equal(native, q(x))  # the same float operations in the same order
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "scalar", "avx2", "avx2_tiles", "avx2_gemm"])
+@pytest.mark.parametrize(
+    "kernel", ["onednn", "scalar", "avx2", "avx2_tiles", "avx2_gemm", "avx512_vnni", "avx512_vnni_tiles"]
+)
 @pytest.mark.parametrize(
     ("rows", "in_features", "out_features"),
-    # decode and prefill row counts (the AVX2 path switches kernels at 16 or 32 rows), ragged tiles,
-    # panels and K chunks (512 inputs a chunk)
+    # decode and prefill row counts (the AVX2 path switches kernels at 16 or 32 rows, the VNNI one at
+    # 64), ragged tiles, panels and K chunks (512 inputs a chunk; VNNI: 64-byte steps and a masked tail)
     [
         (1, 576, 960),
         (6, 1536, 37),
@@ -178,8 +180,9 @@ def test_every_int8_gemm_gives_the_same_exact_integer_sums(
 
     if quantized._C is None:
         pytest.skip("loomlm._C is not built")
-    if kernel.startswith("avx2") and "avx2" not in quantized._C.supported_isas():
-        pytest.skip("this CPU has no AVX2")
+    for isa in ("avx2", "avx512_vnni"):
+        if kernel.startswith(isa) and isa not in quantized._C.supported_isas():
+            pytest.skip(f"this CPU has no {isa}")
     torch.manual_seed(rows)
     x = torch.randn(rows, in_features)
     qweight = torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8)
@@ -195,6 +198,6 @@ def test_every_int8_gemm_gives_the_same_exact_integer_sums(
     if bias is not None:
         want = want + bias
     assert torch.equal(got, want)
-    assert quantized._C.int8_kernel() in ("onednn", "avx2")
+    assert quantized._C.int8_kernel() in ("onednn", "avx2", "avx512_vnni")
     with pytest.raises(RuntimeError, match="unknown int8 kernel"):
-        quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), None, "avx512_vnni")
+        quantized._C.int8_linear(x, qweight, w_scale, torch.empty(0), None, "avx512_bf16")
