@@ -18,10 +18,10 @@ namespace {
 // 1.11x, at 1536 only from 32, where the tiles' single pass over the weights stops binding).
 int64_t int8_gemm_rows(int64_t K) { return K <= 1024 ? 16 : 32; }
 // From this many rows a VNNI CPU hands the sums to oneDNN's GEMM. Through int8_linear over all the
-// model's layers in turn (weights from DRAM, as in a step; AMD Zen 4): loomlm's VNNI tiles 1.63x
-// oneDNN at 1 row, 1.09x at 32, even at 64, 0.79-0.86x at 96-127 (oneDNN's packed GEMM gets more of
-// the peak once the weights are reused enough).
-constexpr int64_t kVnniOnednnRows = 64;
+// model's layers in turn (weights from DRAM, as in a step; AMD Zen 4): loomlm's VNNI tiles 1.66x
+// oneDNN at 1 row, 1.37x at 32, 1.09x at 64, 0.91-0.97x at 96-127 (from 128 oneDNN changes its
+// blocking and the two traded places from run to run).
+constexpr int64_t kVnniOnednnRows = 96;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 }  // namespace

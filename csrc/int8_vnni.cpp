@@ -5,7 +5,7 @@
 // sum stays exact, equal to oneDNN's and the scalar loop's.
 //
 // Weights are read in the layer's own [N, K] layout (no second copy), 64 bytes a step. A tile is 4
-// output columns x up to 6 rows: each weight load serves every row, each activation load the 4
+// output columns x up to 4 rows: each weight load serves every row, each activation load the 4
 // columns, and the 16-lane partial sums of 4 columns fold into one 4-lane vector at the end. With at
 // most 4 rows (decoding) one pass computes the weight sums too and prefetches the stream ahead, since
 // the weights then come from DRAM once; with more, a short pass per column quad computes the sums
@@ -30,6 +30,13 @@ constexpr int64_t kPrefetchRows = 16;
 
 LOOMLM_VNNI inline __mmask64 live_bytes(int64_t K, int64_t k) {
   return K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+}
+
+// acc += a (unsigned bytes) . w (signed bytes), four products a lane. In asm because GCC 12 compiled the
+// intrinsic in a loop of 16 accumulators into a register copy per instruction and stack spills (the
+// intrinsic's result is a new value; the instruction updates its accumulator in place).
+LOOMLM_VNNI inline void dpbusd(__m512i& acc, __m512i a, __m512i w) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
 }
 
 // Lane i of the result: the sum of the 16 lanes of the i-th argument.
@@ -63,7 +70,7 @@ LOOMLM_VNNI __m128i weight_sums_128(const Columns& c, int64_t K) {
   for (int64_t k = 0; k < K; k += 64) {
     const __mmask64 live = live_bytes(K, k);
     for (int i = 0; i < kCols; ++i) {
-      s[i] = _mm512_dpbusd_epi32(s[i], flip, _mm512_maskz_loadu_epi8(live, c.row[i] + k));
+      dpbusd(s[i], flip, _mm512_maskz_loadu_epi8(live, c.row[i] + k));
       _mm_prefetch(reinterpret_cast<const char*>(c.row[i] + kPrefetchRows * K + k), _MM_HINT_T1);
     }
   }
@@ -74,8 +81,9 @@ LOOMLM_VNNI __m128i weight_sums_128(const Columns& c, int64_t K) {
 // stream is prefetched: decoding, the rows come from DRAM); else `sums_128` holds them already. The
 // sums are named locals, not an array: GCC kept an array of vectors in memory, a store per vpdpbusd.
 template <int MT, bool kSums>
-LOOMLM_VNNI void tile(const int8_t* xq, int64_t m0, int64_t K, const Columns& c, __m128i sums_128, int64_t n0,
-                      int64_t N, const Int8Epilogue& e) {
+// Not inlined: inside int8_rows GCC spilled the accumulators again.
+__attribute__((noinline)) LOOMLM_VNNI void tile(const int8_t* xq, int64_t m0, int64_t K, const Columns& c,
+                                                __m128i sums_128, int64_t n0, int64_t N, const Int8Epilogue& e) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i zero = _mm512_setzero_si512();
   __m512i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
@@ -83,26 +91,36 @@ LOOMLM_VNNI void tile(const int8_t* xq, int64_t m0, int64_t K, const Columns& c,
   LOOMLM_ACC(0) LOOMLM_ACC(1) LOOMLM_ACC(2) LOOMLM_ACC(3)
 #undef LOOMLM_ACC
   const int8_t* x = xq + m0 * K;
-  for (int64_t k = 0; k < K; k += 64) {
+  // Whole 64-byte steps with plain loads, then a masked tail (masked-off bytes: 0 ^ 0x80 = 128 times
+  // a zero weight byte).
+#define LOOMLM_ROW(r, LOAD)                                                                          \
+  if constexpr (MT > r) {                                                                            \
+    const __m512i a = _mm512_xor_si512(LOAD(x + r * K + k), flip);                                   \
+    dpbusd(a##r##0, a, w0), dpbusd(a##r##1, a, w1), dpbusd(a##r##2, a, w2), dpbusd(a##r##3, a, w3); \
+  }
+#define LOOMLM_STEP(LOAD)                                                                              \
+  {                                                                                                    \
+    const __m512i w0 = LOAD(c.row[0] + k), w1 = LOAD(c.row[1] + k), w2 = LOAD(c.row[2] + k),            \
+                  w3 = LOAD(c.row[3] + k);                                                             \
+    if constexpr (kSums) {                                                                             \
+      dpbusd(s0, flip, w0), dpbusd(s1, flip, w1), dpbusd(s2, flip, w2), dpbusd(s3, flip, w3);          \
+      for (int i = 0; i < kCols; ++i)                                                                  \
+        _mm_prefetch(reinterpret_cast<const char*>(c.row[i] + kPrefetchRows * K + k), _MM_HINT_T1);    \
+    }                                                                                                  \
+    LOOMLM_ROW(0, LOAD) LOOMLM_ROW(1, LOAD) LOOMLM_ROW(2, LOAD) LOOMLM_ROW(3, LOAD)                    \
+  }
+#define LOOMLM_WHOLE(p) _mm512_loadu_si512(p)
+#define LOOMLM_MASKED(p) _mm512_maskz_loadu_epi8(live, p)
+  int64_t k = 0;
+  for (; k + 64 <= K; k += 64) LOOMLM_STEP(LOOMLM_WHOLE)
+  if (k < K) {
     const __mmask64 live = live_bytes(K, k);
-    const __m512i w0 = _mm512_maskz_loadu_epi8(live, c.row[0] + k), w1 = _mm512_maskz_loadu_epi8(live, c.row[1] + k),
-                  w2 = _mm512_maskz_loadu_epi8(live, c.row[2] + k), w3 = _mm512_maskz_loadu_epi8(live, c.row[3] + k);
-    if constexpr (kSums) {
-      s0 = _mm512_dpbusd_epi32(s0, flip, w0), s1 = _mm512_dpbusd_epi32(s1, flip, w1);
-      s2 = _mm512_dpbusd_epi32(s2, flip, w2), s3 = _mm512_dpbusd_epi32(s3, flip, w3);
-      for (int i = 0; i < kCols; ++i)
-        _mm_prefetch(reinterpret_cast<const char*>(c.row[i] + kPrefetchRows * K + k), _MM_HINT_T1);
-    }
-    // Masked-off bytes: 0 ^ 0x80 = 128 times a zero weight byte.
-#define LOOMLM_ROW(r)                                                                        \
-  if constexpr (MT > r) {                                                                    \
-    const __m512i a = _mm512_xor_si512(_mm512_maskz_loadu_epi8(live, x + r * K + k), flip); \
-    a##r##0 = _mm512_dpbusd_epi32(a##r##0, a, w0), a##r##1 = _mm512_dpbusd_epi32(a##r##1, a, w1); \
-    a##r##2 = _mm512_dpbusd_epi32(a##r##2, a, w2), a##r##3 = _mm512_dpbusd_epi32(a##r##3, a, w3); \
+    LOOMLM_STEP(LOOMLM_MASKED)
   }
-    LOOMLM_ROW(0) LOOMLM_ROW(1) LOOMLM_ROW(2) LOOMLM_ROW(3)
+#undef LOOMLM_MASKED
+#undef LOOMLM_WHOLE
+#undef LOOMLM_STEP
 #undef LOOMLM_ROW
-  }
   if constexpr (kSums) sums_128 = sum4(s0, s1, s2, s3);
 #define LOOMLM_STORE(r)                                                                                \
   if constexpr (MT > r)                                                                                \

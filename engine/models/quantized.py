@@ -39,7 +39,7 @@ def int8_gemm_name() -> str:
     """Which int8 GEMM the layers run on this machine (for the bench output)."""
     kernel = "onednn" if _C is None else _C.int8_kernel()
     if kernel == "avx512_vnni":
-        return "loomlm._C avx512_vnni below 64 rows, torch._int_mm (oneDNN) from 64"
+        return "loomlm._C avx512_vnni below 96 rows, torch._int_mm (oneDNN) from 96"
     return "torch._int_mm (oneDNN)" if kernel == "onednn" else f"loomlm._C {kernel}"
 
 

@@ -160,7 +160,7 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
 @pytest.mark.parametrize(
     ("rows", "in_features", "out_features"),
     # decode and prefill row counts (the AVX2 path switches kernels at 16 or 32 rows, the VNNI one at
-    # 64), ragged tiles, panels and K chunks (512 inputs a chunk; VNNI: 64-byte steps and a masked tail)
+    # 96), ragged tiles, panels and K chunks (512 inputs a chunk; VNNI: 64-byte steps and a masked tail)
     [
         (1, 576, 960),
         (6, 1536, 37),
@@ -169,6 +169,7 @@ def test_the_cpp_int8_layer_gives_the_torch_layers_results_exactly(monkeypatch, 
         (33, 33, 17),
         (37, 1100, 48),
         (71, 576, 40),
+        (97, 576, 21),
         (200, 1536, 33),
     ],
 )
