@@ -103,10 +103,11 @@ def make_engine(model_dir, **options) -> LLMEngine:
     )
 
 
-def test_lora_on_the_int8_base_follows_peft_on_the_float_base(
-    tiny_llama_dir, tiny_lora_adapters, peft_logits
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+def test_lora_on_a_quantized_base_follows_peft_on_the_float_base(
+    mode, tiny_llama_dir, tiny_lora_adapters, peft_logits
 ):
-    engine = make_engine(tiny_llama_dir, quantization="int8")
+    engine = make_engine(tiny_llama_dir, quantization=mode)
     engine.load_adapter("all8", str(tiny_lora_adapters["all8"]))
     prompt = list(range(1000, 1024))
     engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=0),
@@ -119,7 +120,7 @@ def test_lora_on_the_int8_base_follows_peft_on_the_float_base(
         len(prompt) - 1 :
     ]
     agreement = (reference.argmax(-1) == torch.tensor(tokens)).float().mean()
-    assert agreement >= 0.75, f"int8 + LoRA chose PEFT's argmax at {agreement:.0%} of positions"
+    assert agreement >= 0.75, f"{mode} + LoRA chose PEFT's argmax at {agreement:.0%} of positions"
 
 
 def test_quantization_needs_the_cpu_and_float32():
