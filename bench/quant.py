@@ -38,9 +38,9 @@ import torch
 from bench_common import cpu_model, passage_ids, write_results
 
 from loomlm import LLM, SamplingParams
+from loomlm.engine.dtype_choice import native_bf16_flags
 from loomlm.engine.input_builder import single_sequence_input
 from loomlm.engine.model_files import _extract_gguf
-from loomlm.engine.models.bf16_weights import bf16_native
 from loomlm.kernels.quant_linear import native_isa
 
 HELD_MODULES = "argparse logging threading json asyncio email decimal fractions statistics enum functools"
@@ -120,7 +120,7 @@ def batched_rate(llm: LLM, prompts: list[list[int]], tokens: int) -> float:
 def modes() -> dict[str, dict]:
     found = {"fp32": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"}}
     found["q8_0"] = {"quantization": "q8_0"}
-    if bf16_native():
+    if native_bf16_flags():
         found["bf16"] = {"quantization": "bf16"}
         found["bf16 model"] = {"dtype": "bfloat16"}
     return found

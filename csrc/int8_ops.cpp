@@ -27,8 +27,8 @@ constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 }  // namespace
 
 std::string int8_kernel() {
-  // oneDNN's int8 GEMM has VNNI kernels; without VNNI it ran 4-25x slower than float32 here (AMD Zen 3,
-  // bench/quant.py), where loomlm's AVX2 kernels run.
+  // VNNI: loomlm's tiles for few rows, oneDNN's GEMM for many (see kVnniOnednnRows). AVX2 only:
+  // loomlm's kernels (oneDNN without VNNI ran 4-25x slower than float32 there, AMD Zen 3).
   switch (loomlm::best_isa()) {
     case loomlm::Isa::kAvx512Vnni: return "avx512_vnni";
     case loomlm::Isa::kAvx2: return "avx2";

@@ -151,13 +151,6 @@ LOOMLM_VNNI void decode_tile(const int8_t* xq, int64_t rows, int64_t K, const Co
 
 }  // namespace
 
-bool vnni_supported() {
-  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-                                __builtin_cpu_supports("avx512dq");
-  return supported;
-}
-
 LOOMLM_VNNI void int8_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
                            int64_t n_end, const Int8Epilogue& epilogue) {
   const auto quad = [&](int64_t n0) {

@@ -21,8 +21,8 @@ void int8_rows_wide(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, 
 
 namespace loomlm::avx512 {
 
-bool vnni_supported();  // AVX-512 F, BW, VL, DQ and VNNI
-// int8_linear_rows' sums with vpdpbusd (int8_vnni.cpp), on the same [N, K] weights.
+// int8_linear_rows' sums with vpdpbusd (int8_vnni.cpp), on the same [N, K] weights; for a CPU that
+// isa_supported(Isa::kAvx512Vnni).
 void int8_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
                int64_t n_end, const Int8Epilogue& epilogue);
 

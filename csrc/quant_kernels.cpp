@@ -277,8 +277,7 @@ void q8_0_linear_rows(const PackedWeights& w, const QuantizedActivations& act, i
 
 void int8_linear_rows(const int8_t* xq, int64_t rows, int64_t K, const int8_t* w, int64_t N, int64_t n_begin,
                       int64_t n_end, const Int8Epilogue& epilogue, Isa isa, int64_t gemm_from_rows) {
-  if (isa == Isa::kAvx512Vnni && avx512::vnni_supported())
-    return avx512::int8_rows(xq, rows, K, w, N, n_begin, n_end, epilogue);
+  if (isa == Isa::kAvx512Vnni) return avx512::int8_rows(xq, rows, K, w, N, n_begin, n_end, epilogue);
   if (isa != Isa::kScalar && avx2::supported()) {
     if (rows >= gemm_from_rows) return avx2::int8_rows_wide(xq, rows, K, w, N, n_begin, n_end, epilogue);
     return avx2::int8_rows(xq, rows, K, w, N, n_begin, n_end, epilogue);

@@ -18,6 +18,7 @@ from loomlm.engine.probe import median_seconds
 # A decode batch through an MLP-sized projection; bf16 must beat float32 by this factor to be picked.
 _PROBE_SHAPE = (64, 576, 1536)
 _MIN_SPEEDUP = 1.2
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve_dtype(requested: str, device: str, quantized: bool = False) -> tuple[str, str]:
@@ -30,13 +31,18 @@ def resolve_dtype(requested: str, device: str, quantized: bool = False) -> tuple
         if torch.cuda.is_bf16_supported():
             return "bfloat16", "GPU with bfloat16"
         return "float16", "GPU without bfloat16"
-    flags = cpu_flags()
-    if not {"avx512_bf16", "amx_bf16"} & flags:
+    if not native_bf16_flags():
         return "float32", "this CPU has no native bfloat16 instructions"
     fp32, bf16 = _time_matmul(torch.float32), _time_matmul(torch.bfloat16)
     if bf16 * _MIN_SPEEDUP < fp32:
         return "bfloat16", f"bfloat16 matmul {fp32 / bf16:.1f}x faster than float32 here"
     return "float32", f"bfloat16 matmul only {fp32 / bf16:.2f}x float32 here"
+
+
+def native_bf16_flags() -> list[str]:
+    """This CPU's bfloat16 dot-product instruction sets (AVX-512 BF16, AMX); empty where it has none."""
+    flags = cpu_flags()
+    return [flag for flag in BF16_FLAGS if flag in flags]
 
 
 def cpu_flags() -> set[str]:

@@ -79,8 +79,7 @@ def quantize_blocks(
         else:
             layer = BlockQuantLinear.from_float(module.weight_t, module.bias, fmt)
             quantized += 1
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        model.set_submodule(name, layer)
     kernel = f"loomlm._C {native_isa()}" if native_isa() else "torch reference (loomlm._C not built)"
     account = (
         f"{mode}: linear layers {linear_fmt}, LM head {head_fmt}; {taken} layers from the GGUF's own "

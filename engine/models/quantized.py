@@ -138,11 +138,9 @@ def quantize_model(model: nn.Module, mode: str, input_absmax: dict[str, torch.Te
         raise ValueError(f"quantization must be one of {QUANTIZATION_MODES} or None, got {mode!r}")
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, Linear)]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         absmax = None if input_absmax is None else input_absmax.get(name)
-        if child in REFINED_LAYERS and module.bias is None:
-            setattr(parent, child, RefinedInt8Linear(module.weight_t, absmax))
+        if name.rpartition(".")[2] in REFINED_LAYERS and module.bias is None:
+            model.set_submodule(name, RefinedInt8Linear(module.weight_t, absmax))
         else:
-            setattr(parent, child, Int8Linear(module.weight_t, module.bias, absmax))
+            model.set_submodule(name, Int8Linear(module.weight_t, module.bias, absmax))
     return len(targets)
