@@ -37,6 +37,15 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
+def device_name(device: str) -> str:
+    """What runs the model: the CPU's model name, or the GPU's for a CUDA device."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}); host CPU {cpu_model()}"
+    return cpu_model()
+
+
 def write_results(name: str, section: str, quick: bool) -> None:
     """Replace (or append) the ``name`` section of RESULTS.md; quick runs get their own section."""
     key = f"{name}-quick" if quick else name

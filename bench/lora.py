@@ -1,7 +1,8 @@
 """Multi-LoRA throughput: the same workload with 0 (base), 1, 4 and 16 distinct adapters in the batch,
 as ratios to the base model measured in the same run, plus adapter load time.
 
-What is measured (default model SmolLM2-135M-Instruct, float32, CPU; greedy, ``ignore_eos``):
+What is measured (default model SmolLM2-135M-Instruct, float32, CPU unless ``--device cuda`` /
+``--dtype bfloat16``; greedy, ``ignore_eos``):
 
 * **Adapters**: ``max(--adapter-counts)`` PEFT LoRA adapters made with ``peft`` on Hugging Face's
   LlamaForCausalLM loaded from the model directory, targeting all seven linear modules (q, k, v, o,
@@ -39,7 +40,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import cpu_model, passage_ids, write_results
+from bench_common import device_name, passage_ids, write_results
 from lora_quality import int8_quality
 
 from loomlm import LLM, SamplingParams
@@ -76,6 +77,8 @@ def parse_args() -> argparse.Namespace:
         help="adapter weights (default: auto, the model's dtype); int8 also measures perplexity and "
         "top-1 agreement against float32 adapters",
     )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (the Triton shrink/expand kernels)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model and adapters")
     p.add_argument("--adapter-dir", help="keep the generated adapters here (default: a temp dir)")
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
@@ -154,7 +157,8 @@ def measure(args, llm: LLM, adapter_names: list[str], prompts, outputs) -> dict[
 def report(args, walls: dict[int, float], load_times: list[float], prompts, outputs) -> str:
     generated, total = sum(outputs), sum(outputs) + sum(map(len, prompts))
     lines = [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
+        f"- Machine: {device_name(args.device)}, {os.cpu_count()} cores; device {args.device}, {args.dtype}; "
+        f"torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads; Python {platform.python_version()}; "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- Workload: {args.num_requests} requests, prompts {args.min_prompt}-{args.max_prompt} tokens "
@@ -194,6 +198,8 @@ def main() -> None:
             max_cpu_loras=num_adapters,
             quantization=args.quantization,
             lora_dtype=args.lora_dtype,
+            device=args.device,
+            dtype=args.dtype,
         )
         load_times, names = [], []
         for path in paths:

@@ -1,6 +1,7 @@
 """Offline throughput of loomlm against Hugging Face transformers ``generate``, measured in one run.
 
-What is measured (default model SmolLM2-135M-Instruct, float32, CPU; greedy, ``ignore_eos``):
+What is measured (default model SmolLM2-135M-Instruct, float32, CPU unless ``--device cuda`` /
+``--dtype bfloat16``, which both systems then use; greedy, ``ignore_eos``):
 
 * **Workload**: ``--num-requests`` (128) prompts with lengths uniform in [50, 300] tokens and output
   lengths uniform in [16, 256] (fixed ``--seed``). Prompts are windows of real English text: the
@@ -42,7 +43,7 @@ import sys
 
 import torch
 import transformers
-from bench_common import cpu_model, passage_ids, write_results
+from bench_common import device_name, passage_ids, write_results
 from throughput_grid import (
     HF,
     best_hf,
@@ -104,10 +105,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--hf-sweep-once",
         action="store_true",
-        help="grid: sweep HF's batch sizes in the first round only, then repeat loomlm against the best",
+        help="sweep HF's batch sizes in the first round only, then repeat loomlm against the best",
     )
     p.add_argument("--quick", action="store_true", help="tiny workload for smoke testing")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: both systems run there")
+    p.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16"), help="both systems' weights"
+    )
     p.add_argument("--max-num-seqs", type=int, default=128)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
     p.add_argument("--prefix-caching", action="store_true", help="enable loomlm prefix caching")
@@ -169,7 +174,7 @@ def single_report(args, llm: LLM, hf, ids: list[int]) -> str:
             for metric, value in single_prompt(one_round, ids, run_one).items():
                 rounds[side].setdefault(metric, []).append(value)
     lines = [
-        f"- {cpu_model()}; torch threads {torch.get_num_threads()}; float32; greedy; "
+        f"- {device_name(args.device)}; torch threads {torch.get_num_threads()}; {args.dtype}; greedy; "
         f"{args.repeats} rounds, sides alternating",
         "",
         "| metric | loomlm | HF transformers | loomlm / HF |",
@@ -194,7 +199,7 @@ def header(args, llm, hf_skipped: bool) -> list[str]:
     stats = llm.engine.stats()
     order = "sorted by prompt length" if args.hf_sort else "arrival order"
     return [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} with "
+        f"- Machine: {device_name(args.device)}, {os.cpu_count()} cores; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads (default, both systems in one process); transformers "
         f"{transformers.__version__}; Python {platform.python_version()}; "
         f"{datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -203,7 +208,8 @@ def header(args, llm, hf_skipped: bool) -> list[str]:
         f"prefix caching {'on' if args.prefix_caching else 'off'}; "
         f"{stats.get('num_preemptions', 0)} preemptions in the whole run; kernels: "
         f"{llm.engine.executor.runner.kernel_report}",
-        f"- HF transformers: float32 generate, batch sizes {','.join(map(str, args.hf_batch_sizes))} "
+        f"- Device {args.device}, {args.dtype} weights in both systems",
+        f"- HF transformers: {args.dtype} generate, batch sizes {','.join(map(str, args.hf_batch_sizes))} "
         f"(capped at the request count) in {order}, left padding, each batch runs to its longest output; "
         "only requested tokens count; compared at its best batch size (highest generated tok/s)"
         + (" (skipped)" if hf_skipped else ""),
@@ -247,12 +253,17 @@ def report(args, walls, loom_one, hf_one, llm, ids) -> str:
 def main() -> None:
     args = parse_args()
     knobs = ("max_num_seqs", "max_num_batched_tokens", "kv_cache_bytes")
-    llm = LLM(**{k: getattr(args, k) for k in knobs}, enable_prefix_caching=args.prefix_caching)
+    llm = LLM(
+        **{k: getattr(args, k) for k in knobs},
+        enable_prefix_caching=args.prefix_caching,
+        device=args.device,
+        dtype=args.dtype,
+    )
     longest = max(
         args.max_prompt, args.prefill_len, args.decode_prompt, *(m * 3 // 2 for m in args.grid_prompts)
     )
     ids = passage_ids(llm.tokenizer, longest)
-    hf = None if args.skip_hf else HF()
+    hf = None if args.skip_hf else HF(args.device, getattr(torch, args.dtype))
     print(f"torch threads {torch.get_num_threads()}; HF batch sizes {args.hf_batch_sizes}", flush=True)
     warm_up(llm, hf, ids, args.seed)
     if args.single and hf is not None:
@@ -275,7 +286,9 @@ def main() -> None:
             f"workload: {args.num_requests} requests, {args.workload_repeats} interleaved run(s) ...",
             flush=True,
         )
-        walls = sweep(llm, hf, prompts, outputs, args.hf_batch_sizes, args.workload_repeats, args.hf_sort)
+        walls = sweep(
+            llm, hf, prompts, outputs, args.hf_batch_sizes, args.workload_repeats, args.hf_sort, args.hf_sweep_once
+        )
         loom_one = single_prompt(args, ids, lambda p, n: loom_run(llm, [p], [n]))
         hf_one = {} if hf is None else single_prompt(args, ids, lambda p, n: timed(lambda: hf.batch([p], n)))
         section, name = report(args, walls, loom_one, hf_one, llm, ids), "throughput"

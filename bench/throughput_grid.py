@@ -44,25 +44,27 @@ def loom_run(llm: LLM, prompts: list[list[int]], outputs: list[int]) -> float:
 
 
 class HF:
-    """HF transformers ``generate`` in float32 on the same weights, with left-padded batches."""
+    """HF transformers ``generate`` on the same weights (float32 on the CPU by default), with
+    left-padded batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         transformers.logging.set_verbosity_error()
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            default_model_dir(), dtype=torch.float32
-        )
-        self.model.eval()
+        self.device = torch.device(device)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(default_model_dir(), dtype=dtype)
+        self.model.to(self.device).eval()
         config = self.model.generation_config
         self.pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
 
     def batch(self, prompts: list[list[int]], new_tokens: int) -> None:
         width = max(map(len, prompts))
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         kwargs = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
         out = self.model.generate(
             input_ids=input_ids, attention_mask=mask, pad_token_id=self.pad_id, **kwargs
         )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # timed by the caller's host clock
         if out.shape[1] != width + new_tokens:
             raise RuntimeError(f"HF generated {out.shape[1] - width} tokens, asked for {new_tokens}")
 
