@@ -287,7 +287,14 @@ def main() -> None:
             flush=True,
         )
         walls = sweep(
-            llm, hf, prompts, outputs, args.hf_batch_sizes, args.workload_repeats, args.hf_sort, args.hf_sweep_once
+            llm,
+            hf,
+            prompts,
+            outputs,
+            args.hf_batch_sizes,
+            args.workload_repeats,
+            args.hf_sort,
+            args.hf_sweep_once,
         )
         loom_one = single_prompt(args, ids, lambda p, n: loom_run(llm, [p], [n]))
         hf_one = {} if hf is None else single_prompt(args, ids, lambda p, n: timed(lambda: hf.batch([p], n)))
