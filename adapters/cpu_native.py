@@ -4,7 +4,8 @@ added straight into the fused output. The torch path (`cpu_step.py`) first copie
 same-layout slots into a scratch buffer, pads every slot of a class to its largest token count and
 runs ``bmm``s; with many distinct adapters that copy and the op count dominated a decode step. The
 kernels tile tokens x columns in registers; slots of up to ``NATIVE_MAX_TOKENS`` run here
-(`cpu_scratch.py`), so a decode step with one adapter and 64 sequences stays in C++ too. The plan
+(`cpu_scratch.py`), so a decode step with one adapter and 64 sequences stays in C++ too, and on a CPU
+with the AVX-512 kernels every slot, prefill chunks included. The plan
 is built once per step and fused layer, and serves every decoder layer."""
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from loomlm.kernels.native import _C
 
 def native_lora_applies(dtype: torch.dtype) -> bool:
     return _C is not None and dtype == torch.float32
+
+
+def native_lora_takes_any_count() -> bool:
+    """Whether the C++ kernels also beat torch's matmul on prefill-sized slots: the AVX-512 ones do."""
+    return _C is not None and _C.kernel_isa() == "avx512_vnni"
 
 
 @dataclass(slots=True)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import torch
 
 from loomlm.adapters.cpu_layout import CPULoRAGroup
-from loomlm.adapters.cpu_native import native_lora_applies
+from loomlm.adapters.cpu_native import native_lora_applies, native_lora_takes_any_count
 
 # Default ``batch_max_tokens``: a slot with more tokens than this in a step runs alone, since its
 # matmul is already efficient and padding the other slots of its class up to its count would waste work.
 BATCH_MAX_TOKENS = 16
-# With the C++ path on: a slot with at most this many tokens in a step runs there, one with more (a
-# prefill chunk) runs torch's matmul per adapter. bench/lora_step.py: a 2048-token prefill step in
-# chunks of 256 ran 0.83x torch's speed in C++, while decode steps of 64 tokens ran 1.5-3.9x faster, and
-# a decode step must run every slot in C++ to stay in the fused decode stack.
+# With the C++ path on and its AVX2 kernels: a slot with at most this many tokens in a step runs there,
+# one with more (a prefill chunk) runs torch's matmul per adapter. bench/lora_step.py: a 2048-token
+# prefill step in chunks of 256 ran 0.83x torch's speed in AVX2 C++, while decode steps of 64 tokens ran
+# 1.5-3.9x faster, and a decode step must run every slot in C++ to stay in the fused decode stack. The
+# AVX-512 kernels take every slot (prefill chunks 1.6-1.9x faster than torch's matmul).
 NATIVE_MAX_TOKENS = 64
 
 
@@ -41,7 +42,7 @@ class CPULoRAScratch:
         if native and not native_lora_applies(dtype):
             raise ValueError("the C++ LoRA path needs loomlm._C and float32 adapter weights")
         self.native = native_lora_applies(dtype) if native is None else native
-        self.native_max_tokens = NATIVE_MAX_TOKENS
+        self.native_max_tokens = max_num_tokens if native_lora_takes_any_count() else NATIVE_MAX_TOKENS
         max_in = max(g.in_features for g in groups.values())
         max_y = max(len(g.modules) for g in groups.values()) * max_rank
         self.x_gathered = torch.empty(max_rows * max_in, dtype=dtype)

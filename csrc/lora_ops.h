@@ -58,4 +58,11 @@ void lora_slot_tokens(const LoRASlotTokens& s, const float* row, float* y);
 void lora_slot_tokens_int8(const LoRASlotTokens& s, const int8_t* row, const float* scales, float* y);
 }  // namespace avx2
 
+namespace avx512 {
+// Both layouts in register tiles of up to 24 sums (lora_avx512.cpp), any token count. Need
+// isa_supported(Isa::kAvx512Vnni) (AVX-512 F is what they use).
+void lora_slot_tokens(const LoRASlotTokens& s, const float* row, float* y);
+void lora_slot_tokens_int8(const LoRASlotTokens& s, const int8_t* row, const float* scales, float* y);
+}  // namespace avx512
+
 }  // namespace loomlm

@@ -22,14 +22,6 @@ struct Piece {
   int64_t cost;               // multiply-adds
 };
 
-// The tiled kernels for `isa` ("auto": AVX2 where the CPU has it; "scalar": the portable loops).
-bool use_avx2(const std::string& isa) {
-  if (isa == "scalar") return false;
-  TORCH_CHECK(isa == "auto" || isa == "avx2", "unknown LoRA kernel '", isa, "' (auto, avx2, scalar)");
-  TORCH_CHECK(isa == "auto" || loomlm::avx2::supported(), "this CPU cannot run the avx2 LoRA kernel");
-  return loomlm::avx2::supported();
-}
-
 }  // namespace
 
 void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
@@ -92,7 +84,8 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
       largest = std::max(largest, (end - begin) * lora_blocks(inf[g * fields + 1] * inf[g * fields + 2]) * kLoRABlock);
     }
   }
-  const bool avx2 = use_avx2(isa);
+  // isa: torch_checks.h's names ("auto": the widest this CPU runs; "scalar": the portable loops).
+  const loomlm::Isa kernel = isa_named(isa);
   // Thread w runs the pieces whose cost midpoint falls in its w-th share of the total.
   std::vector<int64_t> first(threads + 1, int64_t(pieces.size()));
   for (int64_t i = int64_t(pieces.size()) - 1, before = total_cost; i >= 0; --i) {
@@ -113,7 +106,9 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
                              f[1], f[2], offsets.data(), widths.data(), out.data_ptr<float>(), out.stride(0)};
       if (!int8) {
         const float* row = rows.data_ptr<float>() + f[0] * rows.size(1);
-        if (avx2 && s.count > kLoRADirectTokens) {
+        if (kernel == loomlm::Isa::kAvx512Vnni) {
+          loomlm::avx512::lora_slot_tokens(s, row, y.data());
+        } else if (kernel == loomlm::Isa::kAvx2 && s.count > kLoRADirectTokens) {
           loomlm::avx2::lora_slot_tokens(s, row, y.data());
         } else {
           loomlm::lora_slot_tokens(s, row, y.data());
@@ -122,7 +117,9 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
       }
       const int8_t* row = rows.data_ptr<int8_t>() + f[0] * rows.size(1);
       const float* slot_scales = scales->data_ptr<float>() + f[0] * scales->size(1);
-      if (avx2) {
+      if (kernel == loomlm::Isa::kAvx512Vnni) {
+        loomlm::avx512::lora_slot_tokens_int8(s, row, slot_scales, y.data());
+      } else if (kernel == loomlm::Isa::kAvx2) {
         loomlm::avx2::lora_slot_tokens_int8(s, row, slot_scales, y.data());
       } else {
         loomlm::lora_slot_tokens_int8(s, row, slot_scales, y.data());

@@ -1,6 +1,6 @@
-"""loomlm._C.lora_slots_apply: LoRA slot groups in C++, float32 rows and packed int8 rows, portable and
-AVX2 kernels (few tokens and many), against the same update computed with torch matmuls; and bad plans
-raise before any write."""
+"""loomlm._C.lora_slots_apply: LoRA slot groups in C++, float32 rows and packed int8 rows, portable,
+AVX2 and AVX-512 kernels (few tokens and many, every tile shape's tail), against the same update
+computed with torch matmuls; and bad plans raise before any write."""
 
 import pytest
 import torch
@@ -10,7 +10,8 @@ from loomlm.kernels.native import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
 
-IN, WIDTHS, RANKS = 70, (40, 24, 24), (8, 5, 16)  # widths not multiples of 16, an odd rank
+# Widths not multiples of 16, an odd rank; rank 64 x 3 modules fills the AVX-512 kernel's widest tile.
+IN, WIDTHS, RANKS = 70, (40, 24, 24), (8, 5, 16, 64)
 OFFSETS = (0, 40, 64)
 
 
@@ -67,16 +68,18 @@ GROUPS = {
     "ragged": [(0, [0, 5, 7]), (1, [1, 2, 3, 4, 6, 8, 9, 10, 11]), (2, [12])],
     "one adapter, every token": [(2, list(range(23)))],  # cut into runs of tokens across threads
     "tile tails": [(0, [0, 1, 2, 3, 4, 5]), (1, [6, 7]), (2, [8, 9, 10, 11, 12, 13, 14])],
+    "widest rows": [(3, [0, 2, 3, 4, 5]), (1, [1]), (3, list(range(6, 23)))],
 }
+KINDS = [f"{dtype} {isa}" for dtype in ("float32", "int8") for isa in ("scalar", "avx2", "avx512_vnni")]
 
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("groups", GROUPS.values(), ids=GROUPS.keys())
-@pytest.mark.parametrize("kind", ["float32 scalar", "float32 avx2", "int8 scalar", "int8 avx2"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_update_matches_torch_matmuls(kind, groups, threads):
     dtype, isa = kind.split()
-    if isa == "avx2" and "avx2" not in _C.supported_isas():
-        pytest.skip("this CPU has no AVX2")
+    if isa not in _C.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
     rows, rows_int8, copy, _ = make_slots()
     g = torch.Generator().manual_seed(1)
     x, out = torch.randn(23, IN, generator=g), torch.randn(23, sum(WIDTHS), generator=g)
@@ -135,6 +138,6 @@ def test_bad_plans_raise_before_any_write():
     bad[0, 0] = len(RANKS)
     with pytest.raises(RuntimeError, match="malformed"):
         _C.lora_slots_apply(x, out, rows, token_ids, starts, bad)
-    with pytest.raises(RuntimeError, match="unknown LoRA kernel"):
+    with pytest.raises(RuntimeError, match="unknown kernel instruction set"):
         _C.lora_slots_apply(x, out, copy.packed[0], token_ids, starts, info, copy.scales[0], "avx9")
     assert torch.equal(out, torch.zeros_like(out))
