@@ -41,6 +41,7 @@ else:
                     "csrc/lora_ops.cpp",
                     "csrc/lora_avx2.cpp",
                     "csrc/lora_avx512.cpp",
+                    "csrc/lora_vnni.cpp",
                     "csrc/lora_torch.cpp",
                     "csrc/f32_gemm.cpp",
                     "csrc/f32_gemm_avx2.cpp",

@@ -63,8 +63,14 @@ class CPULoRAGroup:
         max_rank: int,
         dtype: torch.dtype,
         int8: bool = False,
+        int8_activations: bool = False,
     ) -> None:
-        """``int8``: round every written slot to int8 and keep the packed copy (`cpu_int8.py`)."""
+        """``int8``: round every written slot to int8 and keep the packed copy (`cpu_int8.py`).
+        ``int8_activations``: on a base that quantizes its activations, the C++ int8 kernels may too
+        (AVX-512 VNNI: `csrc/lora_vnni.cpp`)."""
+        if int8_activations and not int8:
+            raise ValueError("int8 LoRA activations go with int8 LoRA weights (lora_dtype='int8')")
+        self.int8_activations = int8_activations
         self.modules = modules
         self.in_features = spec.module_dims[modules[0]][0]
         self.widths = tuple(spec.module_dims[m][1] for m in modules)

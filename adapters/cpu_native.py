@@ -35,11 +35,18 @@ class NativeLoRAPlan:
     info: torch.Tensor  # int64 [G, 3 + 2 * modules]: slot, rank, module count, (out offset, width)...
 
     def apply(
-        self, x: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, scales: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        out: torch.Tensor,
+        rows: torch.Tensor,
+        scales: torch.Tensor | None,
+        int8_activations: bool = False,
     ) -> None:
         """Add the groups' updates into ``out`` in place; ``rows`` (and ``scales``, for int8 rows): this
-        decoder layer's slot rows (`CPULoRAGroup.native_layer`)."""
-        _C.lora_slots_apply(x, out, rows, self.token_ids, self.starts, self.info, scales)
+        decoder layer's slot rows (`CPULoRAGroup.native_layer`); ``int8_activations``: the group's."""
+        _C.lora_slots_apply(
+            x, out, rows, self.token_ids, self.starts, self.info, scales, int8_activations=int8_activations
+        )
 
 
 def plan_native(group: CPULoRAGroup, members: list[tuple[int, int, int]], ids: np.ndarray) -> NativeLoRAPlan:

@@ -109,6 +109,11 @@ class CPULoRAStep:
             for name, group in groups.items()
         }
 
+    @property
+    def int8_activations(self) -> bool:
+        """Whether the C++ int8 kernels may quantize this step's activations (`CPULoRAGroup`)."""
+        return any(plan.group.int8_activations for plan in self.plans.values())
+
     def all_native(self) -> bool:
         """Whether every slot of the step runs the C++ path (what the fused decode stack can run)."""
         return all(not plan.singles and plan.batched is None for plan in self.plans.values())
@@ -134,7 +139,7 @@ class CPULoRAStep:
             if ids is not None:
                 out.index_add_(0, ids, target)
         if plan.native is not None:
-            plan.native.apply(x, out, *plan.group.native_layer(layer))
+            plan.native.apply(x, out, *plan.group.native_layer(layer), plan.group.int8_activations)
         batched = plan.batched
         if batched is not None:
             torch.index_select(x, 0, batched.token_index, out=batched.x_gathered)

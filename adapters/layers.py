@@ -47,6 +47,7 @@ class LoRAModelWeights:
         cpu_batch_max_tokens: int = BATCH_MAX_TOKENS,
         cpu_native: bool | None = None,
         int8: bool = False,
+        int8_activations: bool = False,
     ) -> None:
         """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only).
         ``cpu_batch_max_tokens``: on the CPU layout, the most tokens a slot may have in a step to run
@@ -54,7 +55,8 @@ class LoRAModelWeights:
         ``cpu_native``: run slots of up to ``NATIVE_MAX_TOKENS`` tokens in C++ instead
         (`loomlm.adapters.cpu_native`; default: where the extension is built and the weights are float32).
         ``int8``: round the weights to int8 and keep a packed int8 copy for the C++ path (CPU layout,
-        float32; `loomlm.adapters.cpu_layout`)."""
+        float32; `loomlm.adapters.cpu_layout`); ``int8_activations``: its kernels may quantize the
+        activations too (for a base that quantizes its own)."""
         self.spec = spec
         self.num_slots = num_slots
         self.max_rank = max_rank
@@ -82,7 +84,13 @@ class LoRAModelWeights:
         else:
             self.cpu_groups = {
                 group: CPULoRAGroup(
-                    modules, spec, num_slots=num_slots, max_rank=max_rank, dtype=dtype, int8=int8
+                    modules,
+                    spec,
+                    num_slots=num_slots,
+                    max_rank=max_rank,
+                    dtype=dtype,
+                    int8=int8,
+                    int8_activations=int8_activations,
                 )
                 for group, modules in spec.groups.items()
             }

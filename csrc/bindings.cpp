@@ -18,7 +18,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_kernel", &ops::int8_kernel, "the int8 GEMM int8_linear runs by default on this CPU");
   m.def("lora_slots_apply", &ops::lora_slots_apply, "LoRA of decode-sized token groups, added into out",
         py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("token_ids"), py::arg("starts"), py::arg("info"),
-        py::arg("scales") = py::none(), py::arg("isa") = "auto");
+        py::arg("scales") = py::none(), py::arg("isa") = "auto", py::arg("int8_activations") = false);
   m.def("f32_panel_gemm_supported", &ops::f32_panel_gemm_supported, "whether this CPU runs f32_panel_linear");
   m.def("f32_pack_panels", &ops::f32_pack_panels, "[in, out] float32 weight -> panels [ceil(out/16), in, 16]",
         py::arg("weight_t"));
@@ -49,7 +49,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("num_kv_heads"), py::arg("eps"), py::arg("scale"))
       .def("run", &loomlm::DecodeStack::run, "every layer of an all-decode step", py::arg("hidden"), py::arg("cos"),
            py::arg("sin"), py::arg("slot_mapping"), py::arg("block_tables"), py::arg("seq_lens"),
-           py::arg("lora") = std::vector<torch::Tensor>{}, py::call_guard<py::gil_scoped_release>());
+           py::arg("lora") = std::vector<torch::Tensor>{}, py::arg("lora_int8_activations") = false,
+           py::call_guard<py::gil_scoped_release>());
   m.def("kernel_isa", [] { return std::string(loomlm::isa_name(loomlm::best_isa())); },
         "the instruction set the block kernels run on by default");
   m.def("supported_isas", [] {

@@ -29,16 +29,17 @@ torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torc
 }
 
 void DecodeStack::add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
-                           const std::vector<torch::Tensor>& lora) const {
+                           const std::vector<torch::Tensor>& lora, bool int8_activations) const {
   if (lora.empty() || lora[kLoRATensors * group].numel() == 0) return;
   const torch::Tensor* t = lora.data() + kLoRATensors * group;
   const auto scales = t[1].numel() ? c10::optional<torch::Tensor>(t[1].select(0, l)) : c10::nullopt;
-  ops::lora_slots_apply(x, out, t[0].select(0, l), t[2], t[3], t[4], scales);
+  ops::lora_slots_apply(x, out, t[0].select(0, l), t[2], t[3], t[4], scales, "auto", int8_activations);
 }
 
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                                const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                               const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora) {
+                               const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora,
+                               bool lora_int8_activations) {
   TORCH_CHECK(hidden.dim() == 2 && hidden.is_contiguous(), "hidden must be contiguous [tokens, hidden]");
   TORCH_CHECK(lora.empty() || lora.size() == 4 * kLoRATensors, "lora takes ", int(kLoRATensors),
               " tensors for each of the 4 fused layers");
@@ -55,7 +56,7 @@ torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, c
                                         : ops::rms_norm(x, residual, layer[kInputNorm], eps_);
     torch::Tensor qkv = linear(normed, layer, kQkvQs);
     if (layer[kQkvBias].numel()) qkv.add_(layer[kQkvBias]);
-    add_lora(normed, qkv, l, 0, lora);
+    add_lora(normed, qkv, l, 0, lora, lora_int8_activations);
     ops::rotary_store_kv(qkv, cos, sin, num_heads_ + num_kv_heads_, num_heads_, num_kv_heads_, slot_mapping,
                          key_caches_[l], value_caches_[l]);
     const torch::Tensor query = qkv.view({tokens, -1, head_dim}).narrow(1, 0, num_heads_);
@@ -63,13 +64,13 @@ torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, c
         ops::decode_attention(query, key_caches_[l], value_caches_[l], block_tables, seq_lens, scale_);
     const torch::Tensor attn_flat = attn.view({tokens, num_heads_ * head_dim});
     torch::Tensor attn_out = linear(attn_flat, layer, kOQs);
-    add_lora(attn_flat, attn_out, l, 1, lora);
+    add_lora(attn_flat, attn_out, l, 1, lora, lora_int8_activations);
     const torch::Tensor mlp_in = ops::rms_norm(attn_out, residual, layer[kPostNorm], eps_);
     torch::Tensor gate_up = linear(mlp_in, layer, kGateUpQs);
-    add_lora(mlp_in, gate_up, l, 2, lora);
+    add_lora(mlp_in, gate_up, l, 2, lora, lora_int8_activations);
     const torch::Tensor hidden_mlp = ops::silu_mul(gate_up);
     x = linear(hidden_mlp, layer, kDownQs);
-    add_lora(hidden_mlp, x, l, 3, lora);
+    add_lora(hidden_mlp, x, l, 3, lora, lora_int8_activations);
   }
   return residual.add_(x);
 }

@@ -38,16 +38,18 @@ class DecodeStack {
   // lora: empty (no adapter in the step), or kLoRATensors per fused linear layer (qkv, o, gate_up,
   // down, in that order): its every-layer slot rows [layers, slots, row size] (float32, or int8 with
   // their scales [layers, slots, n]; empty scales for float32) and the step's plan (token_ids, starts,
-  // info: lora_slots_apply's); empty rows for a layer no adapter targets.
+  // info: lora_slots_apply's); empty rows for a layer no adapter targets. lora_int8_activations: as
+  // lora_slots_apply's int8_activations.
   torch::Tensor run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
                     const torch::Tensor& slot_mapping, const torch::Tensor& block_tables,
-                    const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora);
+                    const torch::Tensor& seq_lens, const std::vector<torch::Tensor>& lora,
+                    bool lora_int8_activations = false);
 
  private:
   torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const;
   // out += the adapters' update of fused linear layer `group` (0..3) of decoder layer `l`.
   void add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
-                const std::vector<torch::Tensor>& lora) const;
+                const std::vector<torch::Tensor>& lora, bool int8_activations) const;
 
   std::vector<std::vector<torch::Tensor>> layers_;
   std::vector<torch::Tensor> key_caches_, value_caches_;

@@ -2,7 +2,8 @@
 // vectors of 16 columns. Float32 rows are read where they lie (masked loads at column tails, no gather
 // copy); int8 blocks are widened in registers as a tile reads them. A block of columns goes through
 // every tile of tokens before the next block: a decode group (a tile or two) streams it once from
-// memory, prefetched a few rows ahead, and a prefill chunk's later tiles find it in L2.
+// memory, prefetched a few rows ahead, and a prefill chunk's later tiles find it in L2. (int8 rows with
+// activations quantized too, on an int8 base: lora_vnni.cpp.)
 #include <immintrin.h>
 
 #include <algorithm>

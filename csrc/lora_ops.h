@@ -59,10 +59,13 @@ void lora_slot_tokens_int8(const LoRASlotTokens& s, const int8_t* row, const flo
 }  // namespace avx2
 
 namespace avx512 {
-// Both layouts in register tiles of up to 24 sums (lora_avx512.cpp), any token count. Need
-// isa_supported(Isa::kAvx512Vnni) (AVX-512 F is what they use).
+// Any token count; need isa_supported(Isa::kAvx512Vnni). Both layouts in register tiles of up to 24
+// sums (lora_avx512.cpp: int8 widened to float); and int8 rows with vpdpbusd, the tokens' activations
+// quantized to int8 per token (and y per token and module) as an int8 base quantizes its own
+// (lora_vnni.cpp).
 void lora_slot_tokens(const LoRASlotTokens& s, const float* row, float* y);
 void lora_slot_tokens_int8(const LoRASlotTokens& s, const int8_t* row, const float* scales, float* y);
+void lora_slot_tokens_vnni(const LoRASlotTokens& s, const int8_t* row, const float* scales, float* y);
 }  // namespace avx512
 
 }  // namespace loomlm

@@ -26,7 +26,8 @@ struct Piece {
 
 void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
                       const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info,
-                      const c10::optional<torch::Tensor>& scales, const std::string& isa) {
+                      const c10::optional<torch::Tensor>& scales, const std::string& isa,
+                      bool int8_activations) {
   check_float_rows(x, 2, "x");
   check_float_rows(out, 2, "out");
   const bool int8 = rows.scalar_type() == torch::kInt8;
@@ -36,6 +37,7 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
               rows.sizes());
   TORCH_CHECK(out.size(0) == x.size(0), "out and x must have the same rows");
   TORCH_CHECK(int8 == scales.has_value(), "scales go with int8 rows, and only with them");
+  TORCH_CHECK(int8 || !int8_activations, "int8 activations go with int8 rows");
   if (int8) {
     check_float_rows(*scales, 2, "scales");
     TORCH_CHECK(scales->is_contiguous() && scales->size(0) == rows.size(0), "scales must be [slots, ...]");
@@ -117,7 +119,10 @@ void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::T
       }
       const int8_t* row = rows.data_ptr<int8_t>() + f[0] * rows.size(1);
       const float* slot_scales = scales->data_ptr<float>() + f[0] * scales->size(1);
-      if (kernel == loomlm::Isa::kAvx512Vnni) {
+      // int8 activations where vpdpbusd gains from them; the other kernels keep them float32.
+      if (kernel == loomlm::Isa::kAvx512Vnni && int8_activations) {
+        loomlm::avx512::lora_slot_tokens_vnni(s, row, slot_scales, y.data());
+      } else if (kernel == loomlm::Isa::kAvx512Vnni) {
         loomlm::avx512::lora_slot_tokens_int8(s, row, slot_scales, y.data());
       } else if (kernel == loomlm::Isa::kAvx2) {
         loomlm::avx2::lora_slot_tokens_int8(s, row, slot_scales, y.data());

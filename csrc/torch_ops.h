@@ -24,10 +24,12 @@ std::string int8_kernel();
 // tokens token_ids[starts[g] : starts[g+1]] through row rows[info[g, 0]] of rank info[g, 1] holding
 // info[g, 2] modules, whose (out offset, width) pairs follow in info[g, 3:]. rows: float32 in the CPU
 // layout, or int8 in the packed layout of lora_ops.h with its per-slot scales. isa: the kernels,
-// "auto", "avx2" or "scalar".
+// "auto", "avx512_vnni", "avx2" or "scalar". int8_activations (int8 rows only): the AVX-512 VNNI
+// kernels quantize each token's activations to int8 too (the others keep them float32).
 void lora_slots_apply(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& rows,
                       const torch::Tensor& token_ids, const torch::Tensor& starts, const torch::Tensor& info,
-                      const c10::optional<torch::Tensor>& scales = c10::nullopt, const std::string& isa = "auto");
+                      const c10::optional<torch::Tensor>& scales = c10::nullopt, const std::string& isa = "auto",
+                      bool int8_activations = false);
 
 // The float32 linear layer on AVX2 (f32_gemm.cpp): weight_t [in, out] packed once into panels
 // [ceil(out / 16), in, 16]; x [rows, in] (unit stride along in) -> [rows, out] (+ bias [out]).

@@ -22,6 +22,11 @@ from loomlm.engine.parallel.group import TPGroup
 from loomlm.engine.parallel.shard import TPShard
 from loomlm.kernels.cpu_ops import native_ops_available
 
+# Base modes whose linear layers quantize their input activations (per row or per block): int8 LoRA
+# adapters on them may quantize theirs too, which is what lets the VNNI kernels run them (the base has
+# set that precision floor already; bench/lora.py measures the agreement).
+ACTIVATION_QUANTIZING_MODES = ("int8", *BLOCK_MODES)
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -62,6 +67,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             dtype=dtype,
             device=device,
             int8=spec.lora_dtype == "int8",
+            int8_activations=spec.lora_dtype == "int8" and spec.quantization in ACTIVATION_QUANTIZING_MODES,
         )
     runner = ModelRunner(
         model,

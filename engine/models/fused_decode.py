@@ -101,6 +101,7 @@ class FusedDecode:
             metadata.block_tables.to(torch.int32).contiguous(),
             metadata.seq_lens.to(torch.int32).contiguous(),
             [] if lora is None else _lora_tensors(lora),
+            lora is not None and lora.int8_activations,
         )
 
 

@@ -1,6 +1,8 @@
 """lora_dtype="int8": adapters rounded to int8 per rank component, read by the C++ path as a packed
-int8 copy. The engine's logits equal PEFT's on a copy of each adapter rounded the same way (float32
-base and int8 base), decode steps run the int8 copy, and the option is refused where it cannot run."""
+int8 copy. On the float32 base the engine's logits equal PEFT's on a copy of each adapter rounded the
+same way; on the int8 base (which quantizes activations, and so may the adapters' VNNI kernels) its
+greedy choices follow PEFT's; decode steps run the int8 copy, and the option is refused where it
+cannot run."""
 
 import shutil
 
@@ -72,8 +74,9 @@ def test_int8_adapters_match_peft_on_rounded_adapters(
     items = [(f"q{i}", p, names[i]) for i, p in enumerate(prompts(3, 8, 5, 30))]
     outputs = run(engine, items, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
     assert_peft_parity(outputs, rows, items, tiny_llama_dir, rounded_adapters, peft_logits)
-    # Every slot of every step ran in C++ on the int8 copy (prefill chunks and decode steps alike).
-    assert plans and all(step.all_native() for step in plans)
+    # Every slot of every step ran in C++ on the int8 copy (prefill chunks and decode steps alike), with
+    # float32 activations: the float32 base keeps its own.
+    assert plans and all(step.all_native() and not step.int8_activations for step in plans)
     assert all(plan.group.int8 is not None for s in plans for plan in s.plans.values())
     # The rounding is real: the first request's logits differ from PEFT's on the float adapter.
     request, prompt, adapter = items[0]
@@ -93,6 +96,8 @@ def test_int8_adapters_on_the_int8_base_run_in_the_fused_decode_stack(tiny_llama
     outputs = run(engine, items, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))
     assert all(len(o.outputs[0].token_ids) == 6 for o in outputs.values())
     assert any(lora is not None for lora in calls), "no decode step with adapters ran in the stack"
+    # The int8 base quantizes its activations, so the adapters' kernels may too (VNNI CPUs take it up).
+    assert all(lora.int8_activations for lora in calls if lora is not None)
 
 
 def test_int8_adapters_need_the_cpu_and_float32():

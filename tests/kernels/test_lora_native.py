@@ -5,7 +5,7 @@ computed with torch matmuls; and bad plans raise before any write."""
 import pytest
 import torch
 
-from loomlm.adapters.cpu_int8 import Int8LoRARows
+from loomlm.adapters.cpu_int8 import Int8LoRARows, round_to_int8
 from loomlm.kernels.native import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
@@ -64,13 +64,40 @@ def reference(x, out, rows, groups):
     return expected
 
 
+def quantized(v):
+    """Each row of ``v`` as the VNNI kernel quantizes activations: integers q and scale d, v ~ q * d."""
+    d = v.abs().amax(1, keepdim=True) / 127
+    inverse = torch.where(d != 0, 1 / d, torch.zeros_like(d))
+    return torch.round(v * inverse).double(), d
+
+
+def reference_vnni(x, out, weights, scales, groups):
+    """The VNNI kernel's update, operation for operation: x and each module's slice of y quantized per
+    token, exact integer sums of the int8 weights, then the same float32 scalings and adds."""
+    expected = out.clone()
+    for slot, ids in groups:
+        a_t, b_ts = weights[slot]
+        r, k = RANKS[slot], len(WIDTHS)
+        q_a, _ = round_to_int8(a_t, dim=0)
+        xq, dx = quantized(x[ids])
+        y = ((xq @ q_a.double()).float() * dx) * scales[slot, : k * r]
+        for m, (offset, b_t) in enumerate(zip(OFFSETS, b_ts, strict=True)):
+            q_b, _ = round_to_int8(b_t, dim=1)
+            yq, dy = quantized(y[:, m * r : (m + 1) * r])
+            expected[ids, offset : offset + b_t.shape[1]] += (yq @ q_b.double()).float() * dy
+    return expected
+
+
 GROUPS = {
     "ragged": [(0, [0, 5, 7]), (1, [1, 2, 3, 4, 6, 8, 9, 10, 11]), (2, [12])],
     "one adapter, every token": [(2, list(range(23)))],  # cut into runs of tokens across threads
     "tile tails": [(0, [0, 1, 2, 3, 4, 5]), (1, [6, 7]), (2, [8, 9, 10, 11, 12, 13, 14])],
     "widest rows": [(3, [0, 2, 3, 4, 5]), (1, [1]), (3, list(range(6, 23)))],
 }
-KINDS = [f"{dtype} {isa}" for dtype in ("float32", "int8") for isa in ("scalar", "avx2", "avx512_vnni")]
+# "int8a8": int8 rows with int8_activations, which only the VNNI kernels take up (the others stay exact).
+KINDS = [
+    f"{dtype} {isa}" for dtype in ("float32", "int8", "int8a8") for isa in ("scalar", "avx2", "avx512_vnni")
+]
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -80,7 +107,7 @@ def test_update_matches_torch_matmuls(kind, groups, threads):
     dtype, isa = kind.split()
     if isa not in _C.supported_isas():
         pytest.skip(f"this CPU cannot run the {isa} kernels")
-    rows, rows_int8, copy, _ = make_slots()
+    rows, rows_int8, copy, weights = make_slots()
     g = torch.Generator().manual_seed(1)
     x, out = torch.randn(23, IN, generator=g), torch.randn(23, sum(WIDTHS), generator=g)
     token_ids, starts, info = plan(groups)
@@ -92,11 +119,18 @@ def test_update_matches_torch_matmuls(kind, groups, threads):
             _C.lora_slots_apply(x, got, rows, token_ids, starts, info, None, isa)
             expected = reference(x, out, rows, groups)
         else:
-            _C.lora_slots_apply(x, got, copy.packed[0], token_ids, starts, info, copy.scales[0], isa)
-            expected = reference(x, out, rows_int8, groups)
+            int8_activations = dtype == "int8a8"
+            _C.lora_slots_apply(
+                x, got, copy.packed[0], token_ids, starts, info, copy.scales[0], isa, int8_activations
+            )
+            if int8_activations and isa == "avx512_vnni":  # compare with that computation exactly
+                expected = reference_vnni(x, out, weights, copy.scales[0], groups)
+            else:
+                expected = reference(x, out, rows_int8, groups)
     finally:
         torch.set_num_threads(previous)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    tol = 1e-5 if kind == "int8a8 avx512_vnni" else 1e-4  # the VNNI sums are exact: only float roundings
+    torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
     untouched = sorted(set(range(23)) - {t for _, ids in groups for t in ids})
     assert torch.equal(got[untouched], out[untouched])
 
@@ -138,6 +172,8 @@ def test_bad_plans_raise_before_any_write():
     bad[0, 0] = len(RANKS)
     with pytest.raises(RuntimeError, match="malformed"):
         _C.lora_slots_apply(x, out, rows, token_ids, starts, bad)
+    with pytest.raises(RuntimeError, match="int8 activations go with int8 rows"):
+        _C.lora_slots_apply(x, out, rows, token_ids, starts, info, None, "auto", True)
     with pytest.raises(RuntimeError, match="unknown kernel instruction set"):
         _C.lora_slots_apply(x, out, copy.packed[0], token_ids, starts, info, copy.scales[0], "avx9")
     assert torch.equal(out, torch.zeros_like(out))
