@@ -50,8 +50,8 @@ from throughput_grid import (
     grid_report,
     loom_run,
     run_grid,
-    sweep,
     sweep_table,
+    sweep_workload,
     timed,
     warm_up,
     window,
@@ -286,16 +286,7 @@ def main() -> None:
             f"workload: {args.num_requests} requests, {args.workload_repeats} interleaved run(s) ...",
             flush=True,
         )
-        walls = sweep(
-            llm,
-            hf,
-            prompts,
-            outputs,
-            args.hf_batch_sizes,
-            args.workload_repeats,
-            args.hf_sort,
-            args.hf_sweep_once,
-        )
+        walls = sweep_workload(args, llm, hf, prompts, outputs)
         loom_one = single_prompt(args, ids, lambda p, n: loom_run(llm, [p], [n]))
         hf_one = {} if hf is None else single_prompt(args, ids, lambda p, n: timed(lambda: hf.batch([p], n)))
         section, name = report(args, walls, loom_one, hf_one, llm, ids), "throughput"

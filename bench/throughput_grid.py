@@ -104,6 +104,20 @@ def sweep(
     return walls
 
 
+def sweep_workload(args, llm, hf, prompts, outputs) -> dict:
+    """`sweep` with the command line's batch sizes, repeats, ordering and sweep-once choice."""
+    return sweep(
+        llm,
+        hf,
+        prompts,
+        outputs,
+        args.hf_batch_sizes,
+        args.workload_repeats,
+        args.hf_sort,
+        args.hf_sweep_once,
+    )
+
+
 def warm_up(llm, hf, ids: list[int], seed: int) -> None:
     rng = random.Random(seed + 2)
     prompts = [window(ids, rng, 16), window(ids, rng, 24)]
@@ -155,16 +169,7 @@ def run_grid(args, llm, hf, ids) -> list[dict]:
             for prompt_mean in args.grid_prompts:
                 prompts, outputs = cell_workload(ids, n, out_mean, prompt_mean, args.seed)
                 print(f"cell {n} requests, output ~{out_mean}, prompt ~{prompt_mean} ...", flush=True)
-                walls = sweep(
-                    llm,
-                    hf,
-                    prompts,
-                    outputs,
-                    args.hf_batch_sizes,
-                    args.workload_repeats,
-                    args.hf_sort,
-                    args.hf_sweep_once,
-                )
+                walls = sweep_workload(args, llm, hf, prompts, outputs)
                 print("\n".join(sweep_table(walls, prompts, outputs)), flush=True)
                 cell = dict(requests=n, output=out_mean, prompt=prompt_mean, walls=walls)
                 cells.append(dict(cell, prompts=sum(map(len, prompts)), outputs=sum(outputs)))
