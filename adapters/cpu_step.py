@@ -1,9 +1,9 @@
 """One engine step of LoRA on the CPU: plan once per step, apply in every decoder layer.
 
 Cost must follow the adapters in the step and their real ranks. Where loomlm._C is built (float32
-weights), slots of up to ``NATIVE_MAX_TOKENS`` tokens run in C++ (`cpu_native.py`: register-tiled
-kernels; decode steps inside the fused decode stack). Otherwise, two ways to run a slot's tokens in
-torch:
+weights), slots of up to ``native_max_tokens`` tokens (every slot on AVX-512) run in C++
+(`cpu_native.py`: register-tiled kernels; decode steps inside the fused decode stack). Otherwise, two
+ways to run a slot's tokens in torch:
 
 * **Batched** (decode-sized groups): slots with at most ``batch_max_tokens`` tokens and the same
   `SlotLayout` form a class (a slot alone in its layout runs per adapter). Per layer, one copy

@@ -52,7 +52,7 @@ class LoRAModelWeights:
         """``use_kernels``: the shrink/expand kernel layout and calls (default: off the CPU only).
         ``cpu_batch_max_tokens``: on the CPU layout, the most tokens a slot may have in a step to run
         batched with same-layout slots (see `loomlm.adapters.cpu_step`; 0 runs every slot alone).
-        ``cpu_native``: run slots of up to ``NATIVE_MAX_TOKENS`` tokens in C++ instead
+        ``cpu_native``: run slots of up to ``native_max_tokens`` tokens (`cpu_scratch.py`) in C++ instead
         (`loomlm.adapters.cpu_native`; default: where the extension is built and the weights are float32).
         ``int8``: round the weights to int8 and keep a packed int8 copy for the C++ path (CPU layout,
         float32; `loomlm.adapters.cpu_layout`); ``int8_activations``: its kernels may quantize the

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,13 @@ LOOMLM_VNNI inline __m512i quad(const int8_t* p, __mmask64 live) {
   return _mm512_shuffle_epi8(_mm512_permutexvar_epi32(by_group, _mm512_maskz_loadu_epi8(live, p)), transpose);
 }
 
+// Four bytes as one int32 lane (memcpy: the bytes are uint8_t storage, not an int32 object).
+inline int32_t four_bytes(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
 // p[0:16] = (sum - 128 x column sums) * token scale (* scale[0:16] where given), plus p where `add`.
 LOOMLM_VNNI inline void store_sum(float* p, __mmask16 mask, __m512i sum, __m512i column_sum, float token_scale,
                                   const float* scale, bool add) {
@@ -67,7 +75,7 @@ LOOMLM_VNNI __attribute__((noinline)) void tile_body(std::integer_sequence<int, 
     const __m512i wv[V] = {quad(w + C * ldw + k * 16, live)...};
     ((column_sum[C] = dpbusd(column_sum[C], ones, wv[C])), ...);
     // Rows k..k+3 of each token's activations (padded with zeros to a multiple of 4) in every lane.
-    const __m512i b[H] = {_mm512_set1_epi32(*reinterpret_cast<const int32_t*>(rows[R] + k))...};
+    const __m512i b[H] = {_mm512_set1_epi32(four_bytes(rows[R] + k))...};
     ((acc[I] = dpbusd(acc[I], b[I / V], wv[I % V])), ...);
   }
   (store_sum(dst[I / V] + 16 * (I % V), I % V + 1 == V ? last : __mmask16(0xFFFF), acc[I], column_sum[I % V],

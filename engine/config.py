@@ -83,8 +83,9 @@ class LoRAConfig:
     at most ``max_lora_rank``; ``max_cpu_loras`` loaded adapters stay in memory (others are re-read).
     ``lora_dtype``: "auto" keeps adapter weights in the model's dtype; "int8" (CPU, float32) rounds
     them to int8 per rank component when they are written to a slot, and the C++ kernels read a packed
-    int8 copy (a quarter of the bytes; on AVX-512 VNNI they also quantize each token's activations to
-    int8, as the int8 base layers do; bench/lora.py states the agreement with float32 adapters)."""
+    int8 copy (a quarter of the bytes). On a base that quantizes its own activations (int8, int4,
+    q8_0) the AVX-512 VNNI kernels quantize the adapters' activations to int8 per token too; the float32
+    base keeps them float32. bench/lora.py states the agreement with float32 adapters."""
 
     enable: bool = False
     max_loras: int = 4
