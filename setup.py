@@ -45,6 +45,8 @@ else:
                     "csrc/lora_torch.cpp",
                     "csrc/f32_gemm.cpp",
                     "csrc/f32_gemm_avx2.cpp",
+                    "csrc/bf16_gemm.cpp",
+                    "csrc/bf16_gemm_avx512.cpp",
                 ],
                 extra_compile_args=[
                     "-O3",

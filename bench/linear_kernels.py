@@ -4,8 +4,10 @@ Rows 1 (batch-1 decode), 8 and 64 (batched decode) and 512 (a prefill chunk); sh
 o 576x576, gate_up 576x3072, down 1536x576 and the LM head 576x49152 (random weights of the model's
 sizes: speed does not depend on the values). The float32 baseline is the better of ``torch.mm`` and
 oneDNN's prepacked linear (the peers' kernels). Candidates: loomlm's float32 GEMM on AVX2 panels
-(``panels fp32 avx2``; the engine picks per shape at load among the three), its Q4_1 and
-Q8_0 block kernels and its int8 GEMM on every instruction set this CPU runs, and oneDNN's int8 GEMM
+(``panels fp32 avx2``; the engine picks per shape at load among the three), its bf16-weight GEMM on
+AVX-512 BF16 panels (``bf16 panels avx512``) beside oneDNN's bf16 GEMM (``bf16 onednn``: the two
+``quantization="bf16"`` picks between; input rounded to bf16, result float32), its Q4_1 and Q8_0 block
+kernels and its int8 GEMM on every instruction set this CPU runs, and oneDNN's int8 GEMM
 (``torch._int_mm``). Each cell is the median of ``--repeats`` rounds; within a round every kernel runs
 once in turn (interleaved), after a warm-up. Same threads for all (torch's intra-op pool).
 
@@ -23,8 +25,10 @@ from collections.abc import Callable
 import torch
 from bench_common import cpu_model, write_results
 
+from loomlm.engine.dtype_choice import native_bf16_flags
 from loomlm.kernels import quant_linear as ql
 from loomlm.kernels.cpu_gemm import onednn_available, pack_weight, packed_linear, panel_gemm_available
+from loomlm.kernels.cpu_gemm_bf16 import bf16_panel_linear, bf16_panels_available, pack_bf16_panels
 from loomlm.kernels.native import _C
 
 SHAPES = {
@@ -50,6 +54,15 @@ def candidates(in_features: int, out_features: int) -> dict[str, Callable[[torch
         # loomlm's float32 GEMM is a candidate column, not part of the float32 baseline (the peers).
         panels = pack_weight(weight_t, "loomlm")
         fns["panels fp32 avx2"] = lambda x: packed_linear("loomlm", x, panels, None, out_features)
+    if bf16_panels_available():
+        bf16_panels = pack_bf16_panels(weight_t)
+        fns["bf16 panels avx512"] = lambda x: bf16_panel_linear(x, bf16_panels, None, out_features)
+    if onednn_available() and native_bf16_flags():
+        # quantization="bf16"'s other kernel: the input rounded, oneDNN's bf16 GEMM, widened back.
+        onednn_bf16 = pack_weight(weight_t.bfloat16(), "onednn")
+        fns["bf16 onednn"] = lambda x: packed_linear(
+            "onednn", x.bfloat16(), onednn_bf16, None, out_features
+        ).float()
     if _C is None:
         return fns
     q4 = ql.pack_blocks(ql.quantize_q4_1(weight), "q4_1", in_features)

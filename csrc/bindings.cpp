@@ -30,6 +30,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("f32_panel_silu_mul", &ops::f32_panel_silu_mul,
         "silu(x @ gate) * (x @ up) on f32_pack_gate_up_panels' layout -> [rows, I]", py::arg("x"),
         py::arg("panels"), py::arg("intermediate"));
+  m.def("bf16_panel_gemm_supported", &ops::bf16_panel_gemm_supported, "whether this CPU runs bf16_panel_linear");
+  m.def("bf16_pack_panels", &ops::bf16_pack_panels,
+        "[in, out] float32 / bf16 weight -> bf16 pair panels [ceil(out/32), ceil(in/2), 32, 2]", py::arg("weight_t"));
+  m.def("bf16_panel_linear", &ops::bf16_panel_linear,
+        "x [rows, in] float32 (rounded to bf16) @ bf16 panels (+ bias) -> float32 [rows, out]", py::arg("x"),
+        py::arg("panels"), py::arg("bias"), py::arg("out_features"));
+  m.def("bf16_pack_gate_up_panels", &ops::bf16_pack_gate_up_panels,
+        "[in, 2I] gate | up weight -> bf16 pair panels [ceil(I/16), ceil(in/2), 32, 2] (16 gate, then 16 up)",
+        py::arg("weight_t"));
+  m.def("bf16_panel_silu_mul", &ops::bf16_panel_silu_mul,
+        "silu(x @ gate) * (x @ up) on bf16_pack_gate_up_panels' layout -> float32 [rows, I]", py::arg("x"),
+        py::arg("panels"), py::arg("intermediate"));
   m.def("rms_norm", &ops::rms_norm, "RMSNorm of x's rows (after residual += x, in place, when given)", py::arg("x"),
         py::arg("residual"), py::arg("weight"), py::arg("eps"));
   m.def("rotary_store_kv", &ops::rotary_store_kv, "rotate q/k heads of qkv in place; write k, v to the paged cache",

@@ -4,6 +4,19 @@
 
 namespace loomlm {
 
+namespace {
+
+// A bf16 panel layer's [out_features, fused] (decode_stack.h).
+bool is_bf16(const std::vector<torch::Tensor>& layer, int first) {
+  return layer[first].scalar_type() == torch::kBFloat16;
+}
+int64_t bf16_width(const std::vector<torch::Tensor>& layer, int first) { return layer[first + 2].data_ptr<int64_t>()[0]; }
+bool bf16_fused(const std::vector<torch::Tensor>& layer, int first) {
+  return is_bf16(layer, first) && layer[first + 2].data_ptr<int64_t>()[1] != 0;
+}
+
+}  // namespace
+
 DecodeStack::DecodeStack(std::vector<std::vector<torch::Tensor>> layers, std::vector<torch::Tensor> key_caches,
                          std::vector<torch::Tensor> value_caches, int64_t num_heads, int64_t num_kv_heads,
                          double eps, double scale)
@@ -19,11 +32,21 @@ DecodeStack::DecodeStack(std::vector<std::vector<torch::Tensor>> layers, std::ve
   for (const auto& layer : layers_) {
     TORCH_CHECK(layer.size() == kNumLayerTensors, "a layer takes ", int(kNumLayerTensors), " tensors, got ",
                 layer.size());
+    for (const int first : {kQkvQs, kOQs, kGateUpQs, kDownQs}) {
+      if (!is_bf16(layer, first)) continue;
+      const torch::Tensor& meta = layer[first + 2];
+      TORCH_CHECK(meta.scalar_type() == torch::kInt64 && meta.dim() == 1 && meta.numel() == 2 && meta.is_contiguous(),
+                  "a bf16 layer's third tensor is int64 [out_features, fused], got ", meta.scalar_type(), " ",
+                  meta.sizes());
+      TORCH_CHECK(first == kGateUpQs || meta.data_ptr<int64_t>()[1] == 0, "only gate_up fuses with SiLU·mul");
+    }
   }
 }
 
+
 torch::Tensor DecodeStack::linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const {
   const torch::Tensor &weight = layer[first], &scales = layer[first + 1], &third = layer[first + 2];
+  if (is_bf16(layer, first)) return ops::bf16_panel_linear(x, weight, c10::nullopt, bf16_width(layer, first));
   if (scales.scalar_type() == torch::kFloat32) return ops::int8_linear(x, weight, scales, third, c10::nullopt);
   return third.numel() ? ops::q4_1_linear(x, weight, scales, third) : ops::q8_0_linear(x, weight, scales);
 }
@@ -34,6 +57,19 @@ void DecodeStack::add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l
   const torch::Tensor* t = lora.data() + kLoRATensors * group;
   const auto scales = t[1].numel() ? c10::optional<torch::Tensor>(t[1].select(0, l)) : c10::nullopt;
   ops::lora_slots_apply(x, out, t[0].select(0, l), t[2], t[3], t[4], scales, "auto", int8_activations);
+}
+
+torch::Tensor DecodeStack::gate_up_activations(const torch::Tensor& x, int64_t l,
+                                               const std::vector<torch::Tensor>& lora, bool int8_activations) const {
+  const auto& layer = layers_[l];
+  if (bf16_fused(layer, kGateUpQs)) {
+    TORCH_CHECK(lora.empty() || lora[kLoRATensors * 2].numel() == 0,
+                "a gate_up fused with SiLU·mul cannot take LoRA (fuse only without adapters)");
+    return ops::bf16_panel_silu_mul(x, layer[kGateUpQs], bf16_width(layer, kGateUpQs));
+  }
+  torch::Tensor gate_up = linear(x, layer, kGateUpQs);
+  add_lora(x, gate_up, l, 2, lora, int8_activations);
+  return ops::silu_mul(gate_up);
 }
 
 torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -66,9 +102,7 @@ torch::Tensor DecodeStack::run(torch::Tensor hidden, const torch::Tensor& cos, c
     torch::Tensor attn_out = linear(attn_flat, layer, kOQs);
     add_lora(attn_flat, attn_out, l, 1, lora, lora_int8_activations);
     const torch::Tensor mlp_in = ops::rms_norm(attn_out, residual, layer[kPostNorm], eps_);
-    torch::Tensor gate_up = linear(mlp_in, layer, kGateUpQs);
-    add_lora(mlp_in, gate_up, l, 2, lora, lora_int8_activations);
-    const torch::Tensor hidden_mlp = ops::silu_mul(gate_up);
+    const torch::Tensor hidden_mlp = gate_up_activations(mlp_in, l, lora, lora_int8_activations);
     x = linear(hidden_mlp, layer, kDownQs);
     add_lora(hidden_mlp, x, l, 3, lora, lora_int8_activations);
   }

@@ -1,5 +1,5 @@
 // DecodeStack: every decoder layer of an all-decode step in one call, for a model whose linear
-// layers are quantized (int4 / q8_0 blocks, or int8), on one rank; with LoRA adapters where every
+// layers are quantized (int4 / q8_0 blocks, int8, or bf16 panels), on one rank; with LoRA adapters where every
 // slot of the step runs the C++ LoRA path (lora_slots_apply). At batch 1 the per-layer Python around
 // the kernels cost as much as the kernels (about 40 calls a layer); this runs the same ops
 // (torch_ops.h) in the same order as the Python layers do, from C++.
@@ -12,9 +12,10 @@
 namespace loomlm {
 
 // One layer's tensors, in this order (built by loomlm/engine/models/fused_decode.py). A linear
-// layer is three tensors: packed blocks (qs, fp16 scales, mins: empty for Q8_0, else Q4_1), or an
-// int8 per-channel layer (qweight, float32 w_scale, inv_smooth: empty for none). An empty bias is
-// no bias.
+// layer is three tensors: packed blocks (qs, fp16 scales, mins: empty for Q8_0, else Q4_1), an int8
+// per-channel layer (qweight, float32 w_scale, inv_smooth: empty for none), or bf16 panels (panels,
+// empty, int64 [out_features, fused]: fused 1 for a gate_up packed with SiLU·mul, whose
+// out_features is the intermediate size). An empty bias is no bias.
 enum LayerTensor : int {
   kInputNorm,
   kPostNorm,
@@ -47,6 +48,10 @@ class DecodeStack {
 
  private:
   torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& layer, int first) const;
+  // The MLP's hidden activations silu(gate) * up of decoder layer `l` for input x, with the adapters'
+  // gate_up update added before the activation.
+  torch::Tensor gate_up_activations(const torch::Tensor& x, int64_t l, const std::vector<torch::Tensor>& lora,
+                                    bool int8_activations) const;
   // out += the adapters' update of fused linear layer `group` (0..3) of decoder layer `l`.
   void add_lora(const torch::Tensor& x, torch::Tensor& out, int64_t l, int group,
                 const std::vector<torch::Tensor>& lora, bool int8_activations) const;

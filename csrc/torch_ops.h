@@ -42,6 +42,17 @@ torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& pane
 torch::Tensor f32_pack_gate_up_panels(const torch::Tensor& weight_t);
 torch::Tensor f32_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& panels, int64_t intermediate);
 
+// The bfloat16-weight linear layer on AVX-512 BF16 (bf16_gemm.cpp): weight_t [in, out] (float32 or
+// bf16) packed once into panels of bf16 pairs [ceil(out / 32), ceil(in / 2), 32, 2]; x [rows, in]
+// float32, rounded to bf16 per call -> float32 [rows, out] (+ bias [out]), float32 sums. The gate_up
+// form: [in, 2I] packed as panels of 16 gate then 16 up columns, x -> silu(x @ gate) * (x @ up).
+bool bf16_panel_gemm_supported();
+torch::Tensor bf16_pack_panels(const torch::Tensor& weight_t);
+torch::Tensor bf16_panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
+                                const c10::optional<torch::Tensor>& bias, int64_t out_features);
+torch::Tensor bf16_pack_gate_up_panels(const torch::Tensor& weight_t);
+torch::Tensor bf16_panel_silu_mul(const torch::Tensor& x, const torch::Tensor& panels, int64_t intermediate);
+
 torch::Tensor rms_norm(const torch::Tensor& x, const c10::optional<torch::Tensor>& residual,
                        const torch::Tensor& weight, double eps);
 void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin, int64_t rot_heads,

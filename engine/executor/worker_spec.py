@@ -86,6 +86,11 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             report += "; decode steps: one fused C++ call for all layers"
     elif spec.quantization == "bf16":
         report = convert_to_bf16(model)
+        # Adapters add into gate_up's product before the activation: no fusion with LoRA on.
+        if not spec.max_loras and fuse_gate_up_activations(model):
+            report += "; gate_up + SiLU·mul: one loomlm bf16 GEMM"
+        if runner.enable_fused_decode():
+            report += "; decode steps: one fused C++ call for all layers"
     elif spec.quantization is not None:
         # Calibrate on the float model (every rank together: the forward has collectives), then
         # swap its linear layers. The KV blocks written are free: the scheduler owns none yet.

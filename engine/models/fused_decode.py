@@ -1,6 +1,7 @@
 """FusedDecode: the decoder layers of an all-decode step in one C++ call (`loomlm._C.DecodeStack`),
-for a model whose linear layers are quantized (``quantization="int4"`` / ``"q8_0"`` blocks, or
-``"int8"``) on one CPU rank. At batch 1 the per-layer Python around the kernels (module calls,
+for a model whose linear layers are quantized (``quantization="int4"`` / ``"q8_0"`` blocks,
+``"int8"``, or ``"bf16"`` on loomlm's bf16 panels, gate_up fused with SiLU·mul or not) on one CPU
+rank. At batch 1 the per-layer Python around the kernels (module calls,
 dispatch checks, views: about 40 calls a layer) cost as much as the kernels themselves; the stack
 runs the same ops in the same order from C++, without the GIL.
 
@@ -17,8 +18,11 @@ from torch import nn
 
 from loomlm.adapters.cpu_step import CPULoRAStep
 from loomlm.engine.models.attention import AttentionMetadata
+from loomlm.engine.models.bf16_weights import Bf16Linear
 from loomlm.engine.models.block_quant import BlockQuantLinear
+from loomlm.engine.models.llama import GateUpSiluMul
 from loomlm.engine.models.quantized import Int8Linear
+from loomlm.kernels.cpu_gemm_bf16 import bf16_gate_up_silu_mul
 from loomlm.kernels.native import _C
 
 _LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
@@ -33,20 +37,13 @@ class FusedDecode:
                 "the fused decode stack needs packed-block linear layers on one CPU float32 rank"
             )
         self.model = model
-        empty = torch.empty(0)
         layers = []
         for layer in model.layers:
             tensors = [layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()]
-            for owner, name in _LINEARS:
-                linear = getattr(getattr(layer, owner), name)
-                if isinstance(linear, Int8Linear):
-                    smooth = empty if linear.inv_smooth is None else linear.inv_smooth
-                    tensors += [linear.qweight, linear.w_scale, smooth]
-                else:
-                    packed = linear.packed
-                    tensors += [packed.qs, packed.scales, empty if packed.mins is None else packed.mins]
-                if name == "qkv_proj":
-                    tensors.append(empty if linear.bias is None else linear.bias)
+            for linear in _linears(layer):
+                tensors += _linear_tensors(linear)
+                if linear is layer.self_attn.qkv_proj:
+                    tensors.append(_EMPTY if linear.bias is None else linear.bias)
             layers.append(tensors)
         attn = model.layers[0].self_attn
         self._stack = _C.DecodeStack(
@@ -61,19 +58,15 @@ class FusedDecode:
 
     @staticmethod
     def supports(model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
-        """Whether the stack can run ``model``: int8 layers, or packed ones whose inputs need no padding,
-        one rank, float32 contiguous caches on the CPU, and the extension built."""
+        """Whether the stack can run ``model``: int8 layers, packed blocks whose inputs need no padding,
+        or bias-free bf16 layers on loomlm's panels (qkv may have a bias), one rank, float32
+        contiguous caches on the CPU, and the extension built."""
         if _C is None or model.tp.world_size != 1 or not kv_caches:
             return False
         key = kv_caches[0][0]
         if key.device.type != "cpu" or key.dtype != torch.float32 or not key.is_contiguous():
             return False
-        linears = [getattr(getattr(layer, o), n) for layer in model.layers for o, n in _LINEARS]
-        return all(
-            isinstance(m, Int8Linear)
-            or (isinstance(m, BlockQuantLinear) and m.packed.padded_in_features == m.in_features)
-            for m in linears
-        )
+        return all(_stack_runs(layer, m) for layer in model.layers for m in _linears(layer))
 
     @staticmethod
     def applies(metadata: AttentionMetadata, num_tokens: int, lora: object | None) -> bool:
@@ -103,6 +96,35 @@ class FusedDecode:
             [] if lora is None else _lora_tensors(lora),
             lora is not None and lora.int8_activations,
         )
+
+
+def _linears(layer: nn.Module) -> list[nn.Module]:
+    """A decoder layer's qkv, o, gate_up (or gate_up fused with SiLU·mul) and down modules."""
+    mlp = layer.mlp
+    gate_up = mlp.gate_up_silu_mul if mlp.gate_up_silu_mul is not None else mlp.gate_up_proj
+    return [layer.self_attn.qkv_proj, layer.self_attn.o_proj, gate_up, mlp.down_proj]
+
+
+def _stack_runs(layer: nn.Module, linear: nn.Module) -> bool:
+    if isinstance(linear, Int8Linear):
+        return True
+    if isinstance(linear, BlockQuantLinear):
+        return linear.packed.padded_in_features == linear.in_features
+    if isinstance(linear, Bf16Linear):
+        return linear.kernel == "loomlm" and (linear.bias is None or linear is layer.self_attn.qkv_proj)
+    return isinstance(linear, GateUpSiluMul) and linear.kernel is bf16_gate_up_silu_mul
+
+
+def _linear_tensors(linear: nn.Module) -> list[torch.Tensor]:
+    """One linear layer's three tensors in the stack's layout (csrc/decode_stack.h)."""
+    if isinstance(linear, Int8Linear):
+        return [linear.qweight, linear.w_scale, _EMPTY if linear.inv_smooth is None else linear.inv_smooth]
+    if isinstance(linear, Bf16Linear):
+        return [linear.weight, _EMPTY, torch.tensor([linear.out_features, 0])]
+    if isinstance(linear, GateUpSiluMul):
+        return [linear.packed, _EMPTY, torch.tensor([linear.intermediate_size, 1])]
+    packed = linear.packed
+    return [packed.qs, packed.scales, _EMPTY if packed.mins is None else packed.mins]
 
 
 def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:

@@ -69,16 +69,15 @@ def choose_linear_kernels(
 
 
 def fuse_gate_up_activations(model: nn.Module) -> int:
-    """Fuse SiLU·mul into every gate_up projection that runs loomlm's panels (`LlamaMLP.fuse_gate_up`:
-    the same arithmetic, less memory traffic, so no timing decides it). For models without LoRA.
-    Returns how many MLPs were fused."""
+    """Fuse SiLU·mul into every gate_up projection that runs loomlm's float32 or bf16 panels
+    (`LlamaMLP.fuse_gate_up`: the same arithmetic, less memory traffic, so no timing decides it). For
+    models without LoRA. Returns how many MLPs were fused."""
     mlps = [
         module
         for module in model.modules()
         if isinstance(module, LlamaMLP)
         and module.gate_up_silu_mul is None
-        and module.gate_up_proj.kernel == "loomlm"
-        and module.gate_up_proj.bias is None
+        and module.gate_up_proj.can_fuse_silu_mul
     ]
     for mlp in mlps:
         mlp.fuse_gate_up()

@@ -12,6 +12,8 @@ all-reduce each, and the embedding and LM head hold a slice of the vocabulary
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -79,6 +81,18 @@ class Linear(nn.Module):
         shape = self.weight_t.shape
         self.weight_t = nn.Parameter(torch.zeros(1).expand(shape), requires_grad=False)
 
+    @property
+    def can_fuse_silu_mul(self) -> bool:
+        """Whether this layer, as an MLP's gate_up projection, can run fused with SiLU·mul."""
+        return self.kernel == "loomlm" and self.bias is None
+
+    def fused_with_silu_mul(self) -> GateUpSiluMul:
+        """This gate_up projection and SiLU·mul as one GEMM (see `can_fuse_silu_mul`)."""
+        if not self.can_fuse_silu_mul:
+            raise ValueError("only a bias-free gate_up_proj on loomlm's panels fuses with SiLU·mul")
+        weight_t = unpack_panels(self.packed, self.weight_t.shape[1])
+        return GateUpSiluMul(gate_up_silu_mul, pack_gate_up(weight_t), weight_t.shape[1] // 2)
+
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for every position, computed once; a step looks them up once for all layers."""
@@ -134,16 +148,24 @@ class LlamaAttention(nn.Module):
 
 
 class GateUpSiluMul(nn.Module):
-    """The gate_up projection and SiLU-and-multiply as one loomlm GEMM (`cpu_gemm.gate_up_silu_mul`):
-    what an MLP runs once `LlamaMLP.fuse_gate_up` has repacked its gate_up weight."""
+    """The gate_up projection and SiLU-and-multiply as one GEMM on a repacked weight: what an MLP runs
+    once `LlamaMLP.fuse_gate_up` has swapped its gate_up projection for its layer's
+    ``fused_with_silu_mul()``. ``kernel(x, packed, intermediate_size)`` computes it
+    (`cpu_gemm.gate_up_silu_mul`, or `cpu_gemm_bf16.bf16_gate_up_silu_mul` on bf16 weights)."""
 
-    def __init__(self, packed: torch.Tensor, intermediate_size: int) -> None:
+    def __init__(
+        self,
+        kernel: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+        packed: torch.Tensor,
+        intermediate_size: int,
+    ) -> None:
         super().__init__()
+        self.kernel = kernel
         self.packed = packed
         self.intermediate_size = intermediate_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gate_up_silu_mul(x, self.packed, self.intermediate_size)
+        return self.kernel(x, self.packed, self.intermediate_size)
 
 
 class LlamaMLP(nn.Module):
@@ -158,13 +180,10 @@ class LlamaMLP(nn.Module):
 
     def fuse_gate_up(self) -> None:
         """Run gate_up and SiLU·mul as one GEMM from now on: the same sums, without writing and
-        re-reading the 2I-wide product. Only for a bias-free gate_up on loomlm's panels, and only
-        without LoRA (adapters add into the product before the activation): gate_up_proj is gone."""
-        layer = self.gate_up_proj
-        if layer.kernel != "loomlm" or layer.bias is not None:
-            raise ValueError("only a bias-free gate_up_proj on loomlm's panels fuses with SiLU·mul")
-        weight_t = unpack_panels(layer.packed, layer.weight_t.shape[1])
-        self.gate_up_silu_mul = GateUpSiluMul(pack_gate_up(weight_t), weight_t.shape[1] // 2)
+        re-reading the 2I-wide product. Only where the layer can (``can_fuse_silu_mul``: a bias-free
+        layer on loomlm's float32 or bf16 panels), and only without LoRA (adapters add into the
+        product before the activation): gate_up_proj is gone."""
+        self.gate_up_silu_mul = self.gate_up_proj.fused_with_silu_mul()
         del self.gate_up_proj
 
     def forward(self, x: torch.Tensor, lora: LoRAStep | None = None) -> torch.Tensor:

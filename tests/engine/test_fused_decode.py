@@ -8,9 +8,13 @@ from test_model_families import build
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
 from loomlm.engine.sampling_params import SamplingParams
+from loomlm.kernels.cpu_gemm_bf16 import bf16_panels_available
 from loomlm.kernels.native import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="loomlm._C is not built")
+BF16 = pytest.param(
+    "bf16", marks=pytest.mark.skipif(not bf16_panels_available(), reason="no AVX-512 BF16 here")
+)
 
 
 def make_engine(model_dir, **options) -> LLMEngine:
@@ -48,7 +52,7 @@ def count_calls(engine) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("mode", ["int4", "q8_0", "int8"])
+@pytest.mark.parametrize("mode", ["int4", "q8_0", "int8", BF16])
 def test_the_fused_stack_equals_the_module_path(tiny_llama_dir, mode):
     fused, modules = (
         make_engine(tiny_llama_dir, quantization=mode),
@@ -60,7 +64,7 @@ def test_the_fused_stack_equals_the_module_path(tiny_llama_dir, mode):
     assert calls[0] > 10  # the decode steps went through the stack (prefill chunks did not)
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", "int4", BF16])
 def test_adapter_steps_run_in_the_stack_and_equal_the_module_path(tiny_llama_dir, tiny_lora_adapters, mode):
     # all8 targets every module; rs4 only q/v/down of layer 1 (other layers and groups add nothing);
     # re16 k/o/up; one request has no adapter.
@@ -83,9 +87,10 @@ def test_adapter_steps_run_in_the_stack_and_equal_the_module_path(tiny_llama_dir
     assert [got[i] != base[i] for i in range(4)] == [True, True, False, True]  # the updates were added
 
 
-def test_qkv_biases_are_applied_in_the_stack(tmp_path_factory, smollm2_dir):
+@pytest.mark.parametrize("mode", ["int4", BF16])
+def test_qkv_biases_are_applied_in_the_stack(tmp_path_factory, smollm2_dir, mode):
     qwen2 = build("qwen2", tmp_path_factory, smollm2_dir)
-    fused, modules = make_engine(qwen2, quantization="int4"), make_engine(qwen2, quantization="int4")
+    fused, modules = make_engine(qwen2, quantization=mode), make_engine(qwen2, quantization=mode)
     modules.executor.runner.fused_decode = None
     assert run(fused) == run(modules)
 
