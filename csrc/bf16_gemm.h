@@ -27,8 +27,8 @@ void bf16_panel_gemm(const uint32_t* xb, int64_t rows, int64_t pairs, const uint
 
 // out[rows, I] (row stride I) = silu(xb @ gate) * (xb @ up) for panels of a gate | up weight whose
 // panel p holds gate columns 16p..16p+16 in lanes 0-15 and the same up columns in lanes 16-31. The
-// activation is silu_mul_rows' (model_ops.h): equal to bf16_panel_gemm on the plain packing followed
-// by silu_mul, bit for bit.
+// activation makes silu_mul_rows' operations (model_ops.h) on the sums in registers: equal to
+// bf16_panel_gemm on the plain packing followed by silu_mul, bit for bit.
 void bf16_panel_gemm_silu_mul(const uint32_t* xb, int64_t rows, int64_t pairs, const uint32_t* panels, int64_t I,
                               float* out, int64_t panel_begin, int64_t panel_end);
 
