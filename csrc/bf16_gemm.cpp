@@ -90,18 +90,12 @@ torch::Tensor bf16_panel_linear(const torch::Tensor& x, const torch::Tensor& pan
   const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0), pairs = panels.size(1);
   TORCH_CHECK(out_features >= 0 && (out_features + kBf16PanelWidth - 1) / kBf16PanelWidth == num_panels,
               "out_features ", out_features, " does not match ", num_panels, " panels of 32 columns");
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    check_float_rows(*bias, 1, "bias");
-    TORCH_CHECK(bias->is_contiguous() && bias->size(0) == out_features, "bias must have ", out_features,
-                " elements, got ", bias->sizes());
-    bias_data = bias->data_ptr<float>();
-  }
+  const float* bias_ptr = bias_data(bias, out_features);
   auto out = torch::empty({rows, out_features}, x.options());
   if (rows == 0 || out_features == 0) return out;
   if (K == 0) return bias.has_value() ? out.copy_(bias->expand({rows, out_features})) : out.zero_();
   return run_panels(x, panels, out, [&](const uint32_t* xb, const uint32_t* p, float* o, int64_t b, int64_t e) {
-    loomlm::avx512::bf16_panel_gemm(xb, rows, pairs, p, out_features, bias_data, o, b, e);
+    loomlm::avx512::bf16_panel_gemm(xb, rows, pairs, p, out_features, bias_ptr, o, b, e);
   });
 }
 

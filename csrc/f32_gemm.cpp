@@ -53,18 +53,12 @@ torch::Tensor f32_panel_linear(const torch::Tensor& x, const torch::Tensor& pane
   const int64_t rows = x.size(0), K = x.size(1), num_panels = panels.size(0);
   TORCH_CHECK(out_features >= 0 && (out_features + kPanelWidth - 1) / kPanelWidth == num_panels,
               "out_features ", out_features, " does not match ", num_panels, " panels of 16 columns");
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    check_float_rows(*bias, 1, "bias");
-    TORCH_CHECK(bias->is_contiguous() && bias->size(0) == out_features, "bias must have ", out_features,
-                " elements, got ", bias->sizes());
-    bias_data = bias->data_ptr<float>();
-  }
+  const float* bias_ptr = bias_data(bias, out_features);
   auto out = torch::empty({rows, out_features}, x.options());
   if (rows == 0 || out_features == 0) return out;
   if (K == 0) return bias.has_value() ? out.copy_(bias->expand({rows, out_features})) : out.zero_();
   for_panel_ranges(x, panels, out, [&](const float* xs, int64_t ldx, const float* p, float* o, int64_t b, int64_t e) {
-    loomlm::avx2::f32_panel_gemm(xs, rows, K, ldx, p, out_features, bias_data, o, b, e);
+    loomlm::avx2::f32_panel_gemm(xs, rows, K, ldx, p, out_features, bias_ptr, o, b, e);
   });
   return out;
 }

@@ -27,6 +27,15 @@ inline void check_float_rows(const torch::Tensor& t, int64_t dim, const char* na
               t.scalar_type(), " ", t.sizes());
 }
 
+// A linear layer's optional bias: its data (checked to be `out_features` contiguous CPU float32), or null.
+inline const float* bias_data(const c10::optional<torch::Tensor>& bias, int64_t out_features) {
+  if (!bias.has_value()) return nullptr;
+  check_float_rows(*bias, 1, "bias");
+  TORCH_CHECK(bias->is_contiguous() && bias->size(0) == out_features, "bias must have ", out_features,
+              " elements, got ", bias->sizes());
+  return bias->data_ptr<float>();
+}
+
 inline void check_cache(const torch::Tensor& cache, const char* name) {
   check_float_rows(cache, 4, name);
   TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");

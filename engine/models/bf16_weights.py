@@ -120,8 +120,10 @@ def convert_to_bf16(model: nn.Module) -> str:
 def _fastest_kernel(shape: tuple[int, int]) -> str:
     """The bf16 kernel for an ``(in, out)`` layer here: the preferred one unless another measures
     `_MIN_SPEEDUP` faster (interleaved rounds on random weights, `_PROBE_ROWS` rows)."""
-    kernels = available_bf16_kernels()[:2]  # torch.mm only where nothing packed runs
-    if len(kernels) == 1:
+    kernels = available_bf16_kernels()[:2]
+    # Without loomlm's panels this CPU has no AVX-512 BF16: oneDNN (or torch.mm) emulates bf16, a
+    # probe would take minutes, and there is nothing to choose between.
+    if kernels[0] != "loomlm" or len(kernels) == 1:
         return kernels[0]
     generator = torch.Generator().manual_seed(0)
     weight_t = torch.randn(shape, generator=generator)
