@@ -143,6 +143,18 @@ LOOMLM_AVX2 void touch_rows(const float* const* rows, int64_t n, int64_t span) {
 
 }  // namespace
 
+void prefetch_heads(const float* key_cache, const float* value_cache, const int32_t* block_row, int64_t seq_len,
+                    int64_t block_size, int64_t kv_heads, int64_t head_begin, int64_t head_end, int64_t D) {
+  const int64_t token_stride = kv_heads * D, span = (head_end - head_begin) * D;
+  for (const float* cache : {key_cache, value_cache}) {
+    for (int64_t pos = 0; pos < seq_len; ++pos) {
+      const int64_t slot = static_cast<int64_t>(block_row[pos / block_size]) * block_size + pos % block_size;
+      const char* row = reinterpret_cast<const char*>(cache + slot * token_stride + head_begin * D);
+      for (int64_t f = 0; f < span; f += 16) _mm_prefetch(row + 4 * f, _MM_HINT_T1);
+    }
+  }
+}
+
 bool attention_supported() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;

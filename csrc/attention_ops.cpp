@@ -76,6 +76,11 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
       const std::unique_ptr<float[]> scores(new float[heads_per_item * group * longest]);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t s = item / items_per_seq, h0 = item % items_per_seq * heads_per_item;
+        if (item + 1 < end) {
+          const int64_t ns = (item + 1) / items_per_seq, nh0 = (item + 1) % items_per_seq * heads_per_item;
+          loomlm::avx2::prefetch_heads(keys, values, tables + ns * max_blocks, lens[ns], block_size, kv_heads, nh0,
+                                       nh0 + heads_per_item, D);
+        }
         loomlm::avx2::decode_attention_heads(q + s * query.stride(0), keys, values, tables + s * max_blocks, lens[s],
                                              block_size, kv_heads, h0, h0 + heads_per_item, group, D,
                                              static_cast<float>(scale), scores.get(), o + s * H * D);
