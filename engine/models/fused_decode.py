@@ -25,7 +25,8 @@ from loomlm.engine.models.quantized import Int8Linear
 from loomlm.kernels.cpu_gemm_bf16 import bf16_gate_up_silu_mul
 from loomlm.kernels.native import _C
 
-_LINEARS = (("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"), ("mlp", "down_proj"))
+# The stack's four fused linear layers, in its order (`_linears` gives a decoder layer's modules).
+_LINEAR_NAMES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 _EMPTY = torch.empty(0)
 _NO_LORA = (_EMPTY,) * 5  # a fused layer without adapters in the step (decode_stack.h: kLoRATensors)
 
@@ -99,7 +100,7 @@ class FusedDecode:
 
 
 def _linears(layer: nn.Module) -> list[nn.Module]:
-    """A decoder layer's qkv, o, gate_up (or gate_up fused with SiLU·mul) and down modules."""
+    """A decoder layer's modules for `_LINEAR_NAMES` (gate_up: its fused form where fused with SiLU·mul)."""
     mlp = layer.mlp
     gate_up = mlp.gate_up_silu_mul if mlp.gate_up_silu_mul is not None else mlp.gate_up_proj
     return [layer.self_attn.qkv_proj, layer.self_attn.o_proj, gate_up, mlp.down_proj]
@@ -130,7 +131,7 @@ def _linear_tensors(linear: nn.Module) -> list[torch.Tensor]:
 def _lora_tensors(lora: CPULoRAStep) -> list[torch.Tensor]:
     """The stack's ``lora`` argument: per fused layer, its rows, scales and step plan (or five empties)."""
     tensors = []
-    for _, name in _LINEARS:
+    for name in _LINEAR_NAMES:
         plan = lora.plans.get(name)
         native = None if plan is None else plan.native
         if native is None:
