@@ -9,8 +9,13 @@
 // call reads whole rows (every kv head of a position at once), keys in position order, values in
 // runs of 16 positions that every head reads while they sit in L1. Before the arithmetic reaches a
 // stretch of rows, one independent load per cache line brings them in: the core keeps many of those
-// in flight, the arithmetic's own (dependent) loads few. Sums sit in registers: scores in tiles of 4
-// positions x 3 query heads reduced by horizontal adds, values in tiles of 3 query heads x 32 floats.
+// in flight, the arithmetic's own (dependent) loads few. And while a thread computes one item, it
+// prefetches its next item's rows into L2, a run at a time beside the run it computes (the next
+// item's rows at the same positions), so the next item's reads overlap this one's arithmetic: a burst
+// of prefetches for the whole item up front stalled the core on its miss buffers instead (32
+// sequences x 80 positions, 30 layers, Zen 4: 5.7 ms a step with the burst, 4.8 interleaved). Sums sit
+// in registers: scores in tiles of 4 positions x 3 query heads reduced by horizontal adds, values in
+// tiles of 3 query heads x 32 floats.
 #include "attention_avx2.h"
 
 #include <type_traits>
@@ -133,27 +138,44 @@ inline void heads_by_three(int64_t group, F f) {
   if (group - g == 1) f(g, std::integral_constant<int, 1>{});
 }
 
-// One load per cache line of each row (span floats): independent loads, so the rows stream in.
+// One load per cache line of each row (span floats): independent loads, so the rows stream in; four
+// sinks, so the loads do not wait on one chain of ors.
 LOOMLM_AVX2 void touch_rows(const float* const* rows, int64_t n, int64_t span) {
-  __m256 sink = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t f = 0; f < span; f += 16) sink = _mm256_or_ps(sink, _mm256_broadcast_ss(rows[i] + f));
-  asm volatile("" : : "x"(sink));
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = rows[i];
+    int64_t f = 0;
+    for (; f + 64 <= span; f += 64) {
+      s0 = _mm256_or_ps(s0, _mm256_broadcast_ss(row + f));
+      s1 = _mm256_or_ps(s1, _mm256_broadcast_ss(row + f + 16));
+      s2 = _mm256_or_ps(s2, _mm256_broadcast_ss(row + f + 32));
+      s3 = _mm256_or_ps(s3, _mm256_broadcast_ss(row + f + 48));
+    }
+    for (; f < span; f += 16) s0 = _mm256_or_ps(s0, _mm256_broadcast_ss(row + f));
+  }
+  asm volatile("" : : "x"(s0), "x"(s1), "x"(s2), "x"(s3));
+}
+
+// rows[i] = the cache row of position pos0 + i, head_offset floats in, for i < n: one division a
+// block, not one a position.
+inline void cache_rows(const float* cache, const int32_t* block_row, int64_t pos0, int64_t n, int64_t block_size,
+                       int64_t token_stride, int64_t head_offset, const float** rows) {
+  for (int64_t i = 0; i < n;) {
+    const int64_t pos = pos0 + i, offset = pos % block_size, count = std::min(block_size - offset, n - i);
+    const float* row =
+        cache + (static_cast<int64_t>(block_row[pos / block_size]) * block_size + offset) * token_stride + head_offset;
+    for (int64_t j = 0; j < count; ++j) rows[i + j] = row + j * token_stride;
+    i += count;
+  }
+}
+
+// Every 64-byte line of rows [begin, end) (span floats each) prefetched into L2, without waiting.
+inline void prefetch_rows(const float* const* rows, int64_t begin, int64_t end, int64_t span) {
+  for (int64_t i = begin; i < end; ++i)
+    for (int64_t f = 0; f < span; f += 16) _mm_prefetch(reinterpret_cast<const char*>(rows[i] + f), _MM_HINT_T1);
 }
 
 }  // namespace
-
-void prefetch_heads(const float* key_cache, const float* value_cache, const int32_t* block_row, int64_t seq_len,
-                    int64_t block_size, int64_t kv_heads, int64_t head_begin, int64_t head_end, int64_t D) {
-  const int64_t token_stride = kv_heads * D, span = (head_end - head_begin) * D;
-  for (const float* cache : {key_cache, value_cache}) {
-    for (int64_t pos = 0; pos < seq_len; ++pos) {
-      const int64_t slot = static_cast<int64_t>(block_row[pos / block_size]) * block_size + pos % block_size;
-      const char* row = reinterpret_cast<const char*>(cache + slot * token_stride + head_begin * D);
-      for (int64_t f = 0; f < span; f += 16) _mm_prefetch(row + 4 * f, _MM_HINT_T1);
-    }
-  }
-}
 
 bool attention_supported() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -163,22 +185,22 @@ bool attention_supported() {
 LOOMLM_AVX2 void decode_attention_heads(const float* q, const float* key_cache, const float* value_cache,
                                         const int32_t* block_row, int64_t seq_len, int64_t block_size,
                                         int64_t kv_heads, int64_t head_begin, int64_t head_end, int64_t group,
-                                        int64_t D, float scale, float* scores, float* out) {
+                                        int64_t D, float scale, float* scores, float* out, const UpcomingRows& next) {
   const int64_t token_stride = kv_heads * D, num_kv = head_end - head_begin, span = num_kv * D;
-  const float* rows[kTouchRows];  // this stretch's rows at head_begin
+  const int64_t next_len = next.block_row ? next.seq_len : 0;
+  const float* rows[kTouchRows];       // this stretch's rows at head_begin
+  const float* next_rows[kTouchRows];  // the next item's rows at the same positions, at its first head
   // scores[(h * group + g) * seq_len + pos] for kv head head_begin + h's query head g.
   for (const float* cache : {key_cache, value_cache}) {
     for (int64_t pos0 = 0; pos0 < seq_len; pos0 += kTouchRows) {
-      const int64_t n = std::min(kTouchRows, seq_len - pos0);
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t pos = pos0 + i;
-        const int64_t slot = static_cast<int64_t>(block_row[pos / block_size]) * block_size + pos % block_size;
-        rows[i] = cache + slot * token_stride + head_begin * D;
-      }
+      const int64_t n = std::min(kTouchRows, seq_len - pos0), next_n = std::clamp<int64_t>(next_len - pos0, 0, n);
+      cache_rows(cache, block_row, pos0, n, block_size, token_stride, head_begin * D, rows);
+      cache_rows(cache, next.block_row, pos0, next_n, block_size, token_stride, next.head_begin * D, next_rows);
       touch_rows(rows, n, span);
       const int64_t run = cache == key_cache ? 4 : kValueRun;
       for (int64_t r0 = 0; r0 < n; r0 += run) {
         const int64_t m = std::min(run, n - r0);
+        prefetch_rows(next_rows, std::min(r0, next_n), std::min(r0 + m, next_n), span);
         for (int64_t h = 0; h < num_kv; ++h) {
           const float* head_rows[kValueRun];
           for (int64_t i = 0; i < m; ++i) head_rows[i] = rows[r0 + i] + h * D;
@@ -193,6 +215,11 @@ LOOMLM_AVX2 void decode_attention_heads(const float* q, const float* key_cache, 
           });
         }
       }
+    }
+    for (int64_t pos0 = seq_len; pos0 < next_len; pos0 += kTouchRows) {  // the next item's rows past this one's
+      const int64_t n = std::min(kTouchRows, next_len - pos0);
+      cache_rows(cache, next.block_row, pos0, n, block_size, token_stride, next.head_begin * D, next_rows);
+      prefetch_rows(next_rows, 0, n, span);
     }
     if (cache == key_cache) {
       for (int64_t head = 0; head < num_kv * group; ++head) softmax(scores + head * seq_len, seq_len);

@@ -76,14 +76,14 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
       const std::unique_ptr<float[]> scores(new float[heads_per_item * group * longest]);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t s = item / items_per_seq, h0 = item % items_per_seq * heads_per_item;
+        loomlm::avx2::UpcomingRows next;
         if (item + 1 < end) {
-          const int64_t ns = (item + 1) / items_per_seq, nh0 = (item + 1) % items_per_seq * heads_per_item;
-          loomlm::avx2::prefetch_heads(keys, values, tables + ns * max_blocks, lens[ns], block_size, kv_heads, nh0,
-                                       nh0 + heads_per_item, D);
+          const int64_t ns = (item + 1) / items_per_seq;
+          next = {tables + ns * max_blocks, lens[ns], (item + 1) % items_per_seq * heads_per_item};
         }
         loomlm::avx2::decode_attention_heads(q + s * query.stride(0), keys, values, tables + s * max_blocks, lens[s],
                                              block_size, kv_heads, h0, h0 + heads_per_item, group, D,
-                                             static_cast<float>(scale), scores.get(), o + s * H * D);
+                                             static_cast<float>(scale), scores.get(), o + s * H * D, next);
       }
     });
     return out;
@@ -151,6 +151,7 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
   const float* q = query.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const int64_t row_stride = query.stride(0), out_stride = H * D;
+  const auto is_decode_row = [&](const Item& it) { return starts[it.seq + 1] - starts[it.seq] == 1; };
   at::parallel_for(0, num_threads, 1, [&](int64_t begin, int64_t end) {
     // Also holds a decode row's H * seq_len scores. Not zeroed: the kernels write every float they
     // read (a long context's scratch is tens of MB, once per layer).
@@ -160,11 +161,15 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
       for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
         const Item& it = items[i];
         const int64_t first_row = starts[it.seq];
-        if (starts[it.seq + 1] - first_row == 1) {  // a decode row: every kv head, no key copy
+        if (is_decode_row(it)) {  // every kv head, no key copy
+          loomlm::avx2::UpcomingRows next;
+          if (i + 1 < bounds[t + 1] && is_decode_row(items[i + 1]))
+            next = {tables + items[i + 1].seq * max_blocks, lens[items[i + 1].seq], 0};
           loomlm::avx2::decode_attention_heads(q + first_row * row_stride, key_cache.data_ptr<float>(),
                                                value_cache.data_ptr<float>(), tables + it.seq * max_blocks,
                                                lens[it.seq], block_size, kv_heads, 0, kv_heads, group, D,
-                                               static_cast<float>(scale), scratch.get(), o + first_row * out_stride);
+                                               static_cast<float>(scale), scratch.get(), o + first_row * out_stride,
+                                               next);
           continue;
         }
         loomlm::avx2::prefill_attention_item(

@@ -48,14 +48,18 @@ namespace avx2 {
 // sequence's row ([heads, D], head 0 first). scores: scratch of (head_end - head_begin) * group *
 // seq_len floats.
 bool attention_supported();
-// Every cache line of those rows (keys, then values) prefetched into L2, without waiting: a thread
-// issues it for its next item before running the current one, so the next item's rows stream in while
-// this one computes (1.12-1.18x as fast at 32-64 sequences x 80-100 positions, 30 layers, Zen 4).
-void prefetch_heads(const float* key_cache, const float* value_cache, const int32_t* block_row, int64_t seq_len,
-                    int64_t block_size, int64_t kv_heads, int64_t head_begin, int64_t head_end, int64_t D);
+// The rows a thread reads after the current item (its next item's sequence and first kv head, as many
+// kv heads as the current one): decode_attention_heads prefetches them into L2 while it computes.
+// block_row null: nothing follows.
+struct UpcomingRows {
+  const int32_t* block_row = nullptr;
+  int64_t seq_len = 0;
+  int64_t head_begin = 0;
+};
 void decode_attention_heads(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
                             int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t head_begin,
-                            int64_t head_end, int64_t group, int64_t D, float scale, float* scores, float* out);
+                            int64_t head_end, int64_t group, int64_t D, float scale, float* scores, float* out,
+                            const UpcomingRows& next);
 
 // Causal attention of rows [row_begin, row_end) of one sequence's chunk of q_len new tokens (its
 // last q_len of seq_len positions) for one kv head (prefill_attention_avx2.cpp; D a multiple of 8).
