@@ -1,11 +1,12 @@
 """Quantized and lower-precision weights against float32: quality and speed, and llama.cpp beside.
 
 Modes (SmolLM2-135M-Instruct, whose float32 weights are the dequantized Q4_1 GGUF it ships as):
-``fp32``; ``int8`` (``LLM(quantization="int8")``); ``int4`` (the GGUF's own Q4_1 blocks, Q8_0 LM
-head: the bits llama.cpp runs); ``q8_0``; where the CPU has AVX-512 BF16 or AMX (elsewhere bf16
-matmuls can be ~300x slower, so they are skipped) ``bf16`` (``quantization="bf16"``: bf16 weights
-and GEMMs, float32 activations) and ``bf16 model`` (``dtype="bfloat16"``: everything bf16); and
-``llama.cpp``
+``fp32``; ``fp32 (KV bf16)`` (``kv_cache_dtype="bfloat16"``: the cache's rounding alone); ``int8``
+(``LLM(quantization="int8")``); ``int4`` (the GGUF's own Q4_1 blocks, Q8_0 LM head: the bits
+llama.cpp runs); ``q8_0``; where the CPU has AVX-512 BF16 or AMX (elsewhere bf16 matmuls can be
+~300x slower, so they are skipped) ``bf16`` (``quantization="bf16"``: bf16 weights and GEMMs,
+float32 activations, a bfloat16 KV cache), ``bf16 (KV fp32)`` (the same layers over a float32 cache)
+and ``bf16 model`` (``dtype="bfloat16"``: everything bf16); and ``llama.cpp``
 (``llama-cpp-python`` on the same Q4_1 GGUF, the same thread count), when installed.
 
 - quality: perplexity over a held text (``--ppl-tokens`` tokens of Python module docstrings that
@@ -118,10 +119,12 @@ def batched_rate(llm: LLM, prompts: list[list[int]], tokens: int) -> float:
 
 
 def modes() -> dict[str, dict]:
-    found = {"fp32": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"}}
+    found = {"fp32": {}, "fp32 (KV bf16)": {"kv_cache_dtype": "bfloat16"}}
+    found |= {"int8": {"quantization": "int8"}, "int4": {"quantization": "int4"}}
     found["q8_0"] = {"quantization": "q8_0"}
     if native_bf16_flags():
         found["bf16"] = {"quantization": "bf16"}
+        found["bf16 (KV fp32)"] = {"quantization": "bf16", "kv_cache_dtype": "float32"}
         found["bf16 model"] = {"dtype": "bfloat16"}
     return found
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from loomlm.cli.common import CliError, parse_adapter, validation_message
-from loomlm.engine.config import LORA_DTYPES
+from loomlm.engine.config import KV_CACHE_DTYPES, LORA_DTYPES
 
 # ``LLM.__init__`` defaults shown in --help (the options themselves default to None: not passed).
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -130,6 +130,12 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     )
     kv.add_argument("--num-kv-blocks", type=positive_int, metavar="N", help="KV cache size in blocks")
     g.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        help="KV cache dtype: auto (the model's; bfloat16 under --quantization bf16), or bfloat16 for a "
+        "float32 model on the CPU (half the cache bytes) (default: auto)",
+    )
+    g.add_argument(
         "--no-prefix-caching",
         dest="enable_prefix_caching",
         action="store_false",
@@ -206,6 +212,7 @@ ENGINE_KEYS = (
     "kv_cache_bytes",
     "num_kv_blocks",
     "enable_prefix_caching",
+    "kv_cache_dtype",
     "device",
     "dtype",
     "quantization",

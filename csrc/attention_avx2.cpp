@@ -44,8 +44,8 @@ LOOMLM_AVX2 inline void reduce4(__m256 p0, __m256 p1, __m256 p2, __m256 p3, floa
 }
 
 // s[g * s_stride + i] = scale * q_g . k[i] for G <= 3 query heads (D floats apart) and P <= 4 keys.
-template <int G, int P>
-LOOMLM_AVX2 inline void score_tile(const float* q, int64_t D, const float* const* k, float scale, float* s,
+template <int G, int P, typename T>
+LOOMLM_AVX2 inline void score_tile(const float* q, int64_t D, const T* const* k, float scale, float* s,
                                    int64_t s_stride) {
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
          a20 = a00, a21 = a00, a22 = a00, a23 = a00;
@@ -55,7 +55,7 @@ LOOMLM_AVX2 inline void score_tile(const float* q, int64_t D, const float* const
     const __m256 q2 = G > 2 ? _mm256_loadu_ps(q + 2 * D + d) : q0;
 #define LOOMLM_KEY(p)                                              \
   if constexpr (P > p) {                                           \
-    const __m256 key = _mm256_loadu_ps(k[p] + d);                  \
+    const __m256 key = load8(k[p] + d);                             \
     a0##p = _mm256_fmadd_ps(q0, key, a0##p);                       \
     if constexpr (G > 1) a1##p = _mm256_fmadd_ps(q1, key, a1##p);  \
     if constexpr (G > 2) a2##p = _mm256_fmadd_ps(q2, key, a2##p);  \
@@ -70,8 +70,8 @@ LOOMLM_AVX2 inline void score_tile(const float* q, int64_t D, const float* const
 
 // o[g * D + c0 : + 8 C] += sum over the n rows of p[g * p_stride + i] * v[i][c0 : + 8 C], G <= 3
 // heads, C <= 4 vectors; the sums stay in registers over the rows.
-template <int G, int C>
-LOOMLM_AVX2 inline void value_tile(const float* p, int64_t p_stride, const float* const* v, int64_t n, int64_t c0,
+template <int G, int C, typename T>
+LOOMLM_AVX2 inline void value_tile(const float* p, int64_t p_stride, const T* const* v, int64_t n, int64_t c0,
                                    float* o, int64_t D) {
   __m256 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23;
   a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = _mm256_setzero_ps();
@@ -82,13 +82,13 @@ LOOMLM_AVX2 inline void value_tile(const float* p, int64_t p_stride, const float
   if constexpr (G > g && C > c) _mm256_storeu_ps(o + g * D + c0 + 8 * c, a##g##c);
   LOOMLM_SUMS(LOOMLM_LOAD)
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = v[i] + c0;
+    const T* row = v[i] + c0;
     const __m256 w0 = _mm256_broadcast_ss(p + i);
     const __m256 w1 = G > 1 ? _mm256_broadcast_ss(p + p_stride + i) : w0;
     const __m256 w2 = G > 2 ? _mm256_broadcast_ss(p + 2 * p_stride + i) : w0;
 #define LOOMLM_VALUE(c)                                        \
   if constexpr (C > c) {                                       \
-    const __m256 x = _mm256_loadu_ps(row + 8 * c);             \
+    const __m256 x = load8(row + 8 * c);                        \
     a0##c = _mm256_fmadd_ps(w0, x, a0##c);                     \
     if constexpr (G > 1) a1##c = _mm256_fmadd_ps(w1, x, a1##c); \
     if constexpr (G > 2) a2##c = _mm256_fmadd_ps(w2, x, a2##c); \
@@ -102,28 +102,28 @@ LOOMLM_AVX2 inline void value_tile(const float* p, int64_t p_stride, const float
 #undef LOOMLM_SUMS
 }
 
-template <int G>
-LOOMLM_AVX2 void score_rows(const float* q, int64_t D, const float* const* k, int64_t n, float scale, float* s,
+template <int G, typename T>
+LOOMLM_AVX2 void score_rows(const float* q, int64_t D, const T* const* k, int64_t n, float scale, float* s,
                             int64_t s_stride) {
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) score_tile<G, 4>(q, D, k + i, scale, s + i, s_stride);
+  for (; i + 4 <= n; i += 4) score_tile<G, 4, T>(q, D, k + i, scale, s + i, s_stride);
   switch (n - i) {
-    case 3: score_tile<G, 3>(q, D, k + i, scale, s + i, s_stride); break;
-    case 2: score_tile<G, 2>(q, D, k + i, scale, s + i, s_stride); break;
-    case 1: score_tile<G, 1>(q, D, k + i, scale, s + i, s_stride); break;
+    case 3: score_tile<G, 3, T>(q, D, k + i, scale, s + i, s_stride); break;
+    case 2: score_tile<G, 2, T>(q, D, k + i, scale, s + i, s_stride); break;
+    case 1: score_tile<G, 1, T>(q, D, k + i, scale, s + i, s_stride); break;
     default: break;
   }
 }
 
-template <int G>
-LOOMLM_AVX2 void value_rows(const float* p, int64_t p_stride, const float* const* v, int64_t n, float* o, int64_t D) {
+template <int G, typename T>
+LOOMLM_AVX2 void value_rows(const float* p, int64_t p_stride, const T* const* v, int64_t n, float* o, int64_t D) {
   const int64_t chunks = D / 8;
   int64_t c = 0;
-  for (; c + 4 <= chunks; c += 4) value_tile<G, 4>(p, p_stride, v, n, 8 * c, o, D);
+  for (; c + 4 <= chunks; c += 4) value_tile<G, 4, T>(p, p_stride, v, n, 8 * c, o, D);
   switch (chunks - c) {
-    case 3: value_tile<G, 3>(p, p_stride, v, n, 8 * c, o, D); break;
-    case 2: value_tile<G, 2>(p, p_stride, v, n, 8 * c, o, D); break;
-    case 1: value_tile<G, 1>(p, p_stride, v, n, 8 * c, o, D); break;
+    case 3: value_tile<G, 3, T>(p, p_stride, v, n, 8 * c, o, D); break;
+    case 2: value_tile<G, 2, T>(p, p_stride, v, n, 8 * c, o, D); break;
+    case 1: value_tile<G, 1, T>(p, p_stride, v, n, 8 * c, o, D); break;
     default: break;
   }
 }
@@ -138,41 +138,48 @@ inline void heads_by_three(int64_t group, F f) {
   if (group - g == 1) f(g, std::integral_constant<int, 1>{});
 }
 
-// One load per cache line of each row (span floats): independent loads, so the rows stream in; four
-// sinks, so the loads do not wait on one chain of ors.
-LOOMLM_AVX2 void touch_rows(const float* const* rows, int64_t n, int64_t span) {
+LOOMLM_AVX2 inline __m256 first_float(const char* p) { return _mm256_broadcast_ss(reinterpret_cast<const float*>(p)); }
+
+// One load per 64-byte line of each row (span elements): independent loads, so the rows stream in;
+// four sinks, so the loads do not wait on one chain of ors.
+template <typename T>
+LOOMLM_AVX2 void touch_rows(const T* const* rows, int64_t n, int64_t span) {
+  const int64_t bytes = span * static_cast<int64_t>(sizeof(T));
   __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = rows[i];
-    int64_t f = 0;
-    for (; f + 64 <= span; f += 64) {
-      s0 = _mm256_or_ps(s0, _mm256_broadcast_ss(row + f));
-      s1 = _mm256_or_ps(s1, _mm256_broadcast_ss(row + f + 16));
-      s2 = _mm256_or_ps(s2, _mm256_broadcast_ss(row + f + 32));
-      s3 = _mm256_or_ps(s3, _mm256_broadcast_ss(row + f + 48));
+    const char* row = reinterpret_cast<const char*>(rows[i]);
+    int64_t b = 0;
+    for (; b + 256 <= bytes; b += 256) {
+      s0 = _mm256_or_ps(s0, first_float(row + b));
+      s1 = _mm256_or_ps(s1, first_float(row + b + 64));
+      s2 = _mm256_or_ps(s2, first_float(row + b + 128));
+      s3 = _mm256_or_ps(s3, first_float(row + b + 192));
     }
-    for (; f < span; f += 16) s0 = _mm256_or_ps(s0, _mm256_broadcast_ss(row + f));
+    for (; b < bytes; b += 64) s0 = _mm256_or_ps(s0, first_float(row + b));
   }
   asm volatile("" : : "x"(s0), "x"(s1), "x"(s2), "x"(s3));
 }
 
-// rows[i] = the cache row of position pos0 + i, head_offset floats in, for i < n: one division a
+// rows[i] = the cache row of position pos0 + i, head_offset elements in, for i < n: one division a
 // block, not one a position.
-inline void cache_rows(const float* cache, const int32_t* block_row, int64_t pos0, int64_t n, int64_t block_size,
-                       int64_t token_stride, int64_t head_offset, const float** rows) {
+template <typename T>
+inline void cache_rows(const T* cache, const int32_t* block_row, int64_t pos0, int64_t n, int64_t block_size,
+                       int64_t token_stride, int64_t head_offset, const T** rows) {
   for (int64_t i = 0; i < n;) {
     const int64_t pos = pos0 + i, offset = pos % block_size, count = std::min(block_size - offset, n - i);
-    const float* row =
+    const T* row =
         cache + (static_cast<int64_t>(block_row[pos / block_size]) * block_size + offset) * token_stride + head_offset;
     for (int64_t j = 0; j < count; ++j) rows[i + j] = row + j * token_stride;
     i += count;
   }
 }
 
-// Every 64-byte line of rows [begin, end) (span floats each) prefetched into L2, without waiting.
-inline void prefetch_rows(const float* const* rows, int64_t begin, int64_t end, int64_t span) {
+// Every 64-byte line of rows [begin, end) (span elements each) prefetched into L2, without waiting.
+template <typename T>
+inline void prefetch_rows(const T* const* rows, int64_t begin, int64_t end, int64_t span) {
+  const int64_t bytes = span * static_cast<int64_t>(sizeof(T));
   for (int64_t i = begin; i < end; ++i)
-    for (int64_t f = 0; f < span; f += 16) _mm_prefetch(reinterpret_cast<const char*>(rows[i] + f), _MM_HINT_T1);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(rows[i]) + b, _MM_HINT_T1);
 }
 
 }  // namespace
@@ -182,16 +189,17 @@ bool attention_supported() {
   return ok;
 }
 
-LOOMLM_AVX2 void decode_attention_heads(const float* q, const float* key_cache, const float* value_cache,
+template <typename T>
+LOOMLM_AVX2 void decode_attention_heads(const float* q, const T* key_cache, const T* value_cache,
                                         const int32_t* block_row, int64_t seq_len, int64_t block_size,
                                         int64_t kv_heads, int64_t head_begin, int64_t head_end, int64_t group,
                                         int64_t D, float scale, float* scores, float* out, const UpcomingRows& next) {
   const int64_t token_stride = kv_heads * D, num_kv = head_end - head_begin, span = num_kv * D;
   const int64_t next_len = next.block_row ? next.seq_len : 0;
-  const float* rows[kTouchRows];       // this stretch's rows at head_begin
-  const float* next_rows[kTouchRows];  // the next item's rows at the same positions, at its first head
+  const T* rows[kTouchRows];       // this stretch's rows at head_begin
+  const T* next_rows[kTouchRows];  // the next item's rows at the same positions, at its first head
   // scores[(h * group + g) * seq_len + pos] for kv head head_begin + h's query head g.
-  for (const float* cache : {key_cache, value_cache}) {
+  for (const T* cache : {key_cache, value_cache}) {
     for (int64_t pos0 = 0; pos0 < seq_len; pos0 += kTouchRows) {
       const int64_t n = std::min(kTouchRows, seq_len - pos0), next_n = std::clamp<int64_t>(next_len - pos0, 0, n);
       cache_rows(cache, block_row, pos0, n, block_size, token_stride, head_begin * D, rows);
@@ -202,16 +210,16 @@ LOOMLM_AVX2 void decode_attention_heads(const float* q, const float* key_cache, 
         const int64_t m = std::min(run, n - r0);
         prefetch_rows(next_rows, std::min(r0, next_n), std::min(r0 + m, next_n), span);
         for (int64_t h = 0; h < num_kv; ++h) {
-          const float* head_rows[kValueRun];
+          const T* head_rows[kValueRun];
           for (int64_t i = 0; i < m; ++i) head_rows[i] = rows[r0 + i] + h * D;
           heads_by_three(group, [&](int64_t g, auto G) {
             const int64_t head = h * group + g;
             float* s = scores + head * seq_len + pos0 + r0;
             if (cache == key_cache)
-              score_rows<decltype(G)::value>(q + ((head_begin + h) * group + g) * D, D, head_rows, m, scale, s,
+              score_rows<decltype(G)::value, T>(q + ((head_begin + h) * group + g) * D, D, head_rows, m, scale, s,
                                              seq_len);
             else
-              value_rows<decltype(G)::value>(s, seq_len, head_rows, m, out + ((head_begin + h) * group + g) * D, D);
+              value_rows<decltype(G)::value, T>(s, seq_len, head_rows, m, out + ((head_begin + h) * group + g) * D, D);
           });
         }
       }
@@ -227,5 +235,12 @@ LOOMLM_AVX2 void decode_attention_heads(const float* q, const float* key_cache, 
     }
   }
 }
+
+template void decode_attention_heads<float>(const float*, const float*, const float*, const int32_t*, int64_t, int64_t,
+                                            int64_t, int64_t, int64_t, int64_t, int64_t, float, float*, float*,
+                                            const UpcomingRows&);
+template void decode_attention_heads<uint16_t>(const float*, const uint16_t*, const uint16_t*, const int32_t*, int64_t,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float*,
+                                               float*, const UpcomingRows&);
 
 }  // namespace loomlm::avx2

@@ -5,10 +5,26 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "avx2_math.h"
 
 namespace loomlm::avx2 {
+
+// Cache elements are float32, or bfloat16 held as its 16 bits (uint16_t; kv_cache_dtype="bfloat16"),
+// widened to float32 exactly as they load.
+LOOMLM_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+LOOMLM_AVX2 inline __m256 load8(const uint16_t* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+inline float load1(const float* p) { return *p; }
+inline float load1(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // Softmax of s[0:n] in place, in float32 like SDPA's CPU kernel (n >= 1).
 LOOMLM_AVX2 inline void softmax(float* s, int64_t n) {

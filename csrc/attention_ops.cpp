@@ -39,6 +39,7 @@ void check_attention_inputs(const torch::Tensor& query, const torch::Tensor& key
   const int64_t H = query.size(1), D = query.size(2), kv_heads = key_cache.size(2);
   TORCH_CHECK(query.stride(1) == D && key_cache.size(3) == D && key_cache.sizes() == value_cache.sizes(),
               "query [rows, heads, head_dim] (heads contiguous) and the caches must agree on head_dim");
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type(), "the key and value caches differ in dtype");
   TORCH_CHECK(H % kv_heads == 0, "query heads ", H, " are not a multiple of kv heads ", kv_heads);
   TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && block_tables.is_contiguous() && block_tables.dim() == 2 &&
                   block_tables.size(0) == S,
@@ -64,30 +65,38 @@ torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& 
   auto out = torch::empty({S, H, D}, query.options());
   const int64_t group = H / kv_heads;
   const float* q = query.data_ptr<float>();
-  const float* keys = key_cache.data_ptr<float>();
-  const float* values = value_cache.data_ptr<float>();
   float* o = out.data_ptr<float>();
-  if (D % 8 == 0 && loomlm::avx2::attention_supported()) {
+  const bool is_bf16 = key_cache.scalar_type() == torch::kBFloat16;
+  const bool vector = D % 8 == 0 && loomlm::avx2::attention_supported();
+  TORCH_CHECK(vector || !is_bf16, "bfloat16 caches need a CPU with AVX2 and FMA and head_dim a multiple of 8");
+  if (vector) {
     // Items of whole sequences (every kv head: whole cache rows stream) once there are enough to
     // keep the threads busy; otherwise one kv head each.
     const int64_t heads_per_item = S >= 2 * at::get_num_threads() ? kv_heads : 1;
     const int64_t items_per_seq = kv_heads / heads_per_item;
-    at::parallel_for(0, S * items_per_seq, 1, [&](int64_t begin, int64_t end) {
-      const std::unique_ptr<float[]> scores(new float[heads_per_item * group * longest]);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t s = item / items_per_seq, h0 = item % items_per_seq * heads_per_item;
-        loomlm::avx2::UpcomingRows next;
-        if (item + 1 < end) {
-          const int64_t ns = (item + 1) / items_per_seq;
-          next = {tables + ns * max_blocks, lens[ns], (item + 1) % items_per_seq * heads_per_item};
+    with_cache_type(key_cache, [&](auto tag) {
+      using T = decltype(tag);
+      const T* keys = cache_data<T>(key_cache);
+      const T* values = cache_data<T>(value_cache);
+      at::parallel_for(0, S * items_per_seq, 1, [&](int64_t begin, int64_t end) {
+        const std::unique_ptr<float[]> scores(new float[heads_per_item * group * longest]);
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t s = item / items_per_seq, h0 = item % items_per_seq * heads_per_item;
+          loomlm::avx2::UpcomingRows next;
+          if (item + 1 < end) {
+            const int64_t ns = (item + 1) / items_per_seq;
+            next = {tables + ns * max_blocks, lens[ns], (item + 1) % items_per_seq * heads_per_item};
+          }
+          loomlm::avx2::decode_attention_heads(q + s * query.stride(0), keys, values, tables + s * max_blocks,
+                                               lens[s], block_size, kv_heads, h0, h0 + heads_per_item, group, D,
+                                               static_cast<float>(scale), scores.get(), o + s * H * D, next);
         }
-        loomlm::avx2::decode_attention_heads(q + s * query.stride(0), keys, values, tables + s * max_blocks, lens[s],
-                                             block_size, kv_heads, h0, h0 + heads_per_item, group, D,
-                                             static_cast<float>(scale), scores.get(), o + s * H * D, next);
-      }
+      });
     });
     return out;
   }
+  const float* keys = key_cache.data_ptr<float>();
+  const float* values = value_cache.data_ptr<float>();
   at::parallel_for(0, S * kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * longest);
     for (int64_t item = begin; item < end; ++item) {
@@ -152,33 +161,37 @@ torch::Tensor prefill_attention(const torch::Tensor& query, const torch::Tensor&
   float* o = out.data_ptr<float>();
   const int64_t row_stride = query.stride(0), out_stride = H * D;
   const auto is_decode_row = [&](const Item& it) { return starts[it.seq + 1] - starts[it.seq] == 1; };
-  at::parallel_for(0, num_threads, 1, [&](int64_t begin, int64_t end) {
-    // Also holds a decode row's H * seq_len scores. Not zeroed: the kernels write every float they
-    // read (a long context's scratch is tens of MB, once per layer).
-    const std::unique_ptr<float[]> scratch(new float[std::max(
-        loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest), H * longest)]);
-    for (int64_t t = begin; t < end; ++t) {
-      for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
-        const Item& it = items[i];
-        const int64_t first_row = starts[it.seq];
-        if (is_decode_row(it)) {  // every kv head, no key copy
-          loomlm::avx2::UpcomingRows next;
-          if (i + 1 < bounds[t + 1] && is_decode_row(items[i + 1]))
-            next = {tables + items[i + 1].seq * max_blocks, lens[items[i + 1].seq], 0};
-          loomlm::avx2::decode_attention_heads(q + first_row * row_stride, key_cache.data_ptr<float>(),
-                                               value_cache.data_ptr<float>(), tables + it.seq * max_blocks,
-                                               lens[it.seq], block_size, kv_heads, 0, kv_heads, group, D,
-                                               static_cast<float>(scale), scratch.get(), o + first_row * out_stride,
-                                               next);
-          continue;
+  with_cache_type(key_cache, [&](auto tag) {
+    using T = decltype(tag);
+    const T* keys = cache_data<T>(key_cache);
+    const T* values = cache_data<T>(value_cache);
+    at::parallel_for(0, num_threads, 1, [&](int64_t begin, int64_t end) {
+      // Also holds a decode row's H * seq_len scores. Not zeroed: the kernels write every float they
+      // read (a long context's scratch is tens of MB, once per layer).
+      const std::unique_ptr<float[]> scratch(new float[std::max(
+          loomlm::avx2::prefill_attention_scratch(kPrefillRowBlock, group, D, longest), H * longest)]);
+      for (int64_t t = begin; t < end; ++t) {
+        for (int64_t i = bounds[t]; i < bounds[t + 1]; ++i) {
+          const Item& it = items[i];
+          const int64_t first_row = starts[it.seq];
+          if (is_decode_row(it)) {  // every kv head, no key copy
+            loomlm::avx2::UpcomingRows next;
+            if (i + 1 < bounds[t + 1] && is_decode_row(items[i + 1]))
+              next = {tables + items[i + 1].seq * max_blocks, lens[items[i + 1].seq], 0};
+            loomlm::avx2::decode_attention_heads(q + first_row * row_stride, keys, values, tables + it.seq * max_blocks,
+                                                 lens[it.seq], block_size, kv_heads, 0, kv_heads, group, D,
+                                                 static_cast<float>(scale), scratch.get(), o + first_row * out_stride,
+                                                 next);
+            continue;
+          }
+          loomlm::avx2::prefill_attention_item(
+              q + first_row * row_stride + it.kv_head * group * D, row_stride, keys, values,
+              tables + it.seq * max_blocks, lens[it.seq], starts[it.seq + 1] - first_row, it.row_begin, it.row_end,
+              block_size, kv_heads, it.kv_head, group, D, static_cast<float>(scale), scratch.get(),
+              o + first_row * out_stride + it.kv_head * group * D, out_stride);
         }
-        loomlm::avx2::prefill_attention_item(
-            q + first_row * row_stride + it.kv_head * group * D, row_stride, key_cache.data_ptr<float>(),
-            value_cache.data_ptr<float>(), tables + it.seq * max_blocks, lens[it.seq], starts[it.seq + 1] - first_row,
-            it.row_begin, it.row_end, block_size, kv_heads, it.kv_head, group, D, static_cast<float>(scale),
-            scratch.get(), o + first_row * out_stride + it.kv_head * group * D, out_stride);
       }
-    }
+    });
   });
   return out;
 }

@@ -30,6 +30,17 @@ inline float vector_exp(float x) {
   return poly * two_n;
 }
 
+// out[i] = x[i] as bfloat16 bits, rounded to nearest even as torch rounds (a NaN becomes 0x7FC0).
+inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    out[i] = static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
+  }
+}
+
 }  // namespace
 
 LOOMLM_CLONES void rms_norm_rows(const float* x, int64_t x_stride, float* residual, const float* weight, float eps,
@@ -52,7 +63,7 @@ LOOMLM_CLONES void rms_norm_rows(const float* x, int64_t x_stride, float* residu
 
 LOOMLM_CLONES void rotary_store_rows(float* qkv, int64_t stride, int64_t rot_heads, int64_t D, const float* cos,
                                      const float* sin, int64_t k_head, int64_t kv_heads, const int64_t* slots,
-                                     float* key_cache, float* value_cache, int64_t begin, int64_t end) {
+                                     const CacheRows& cache, int64_t begin, int64_t end) {
   const int64_t half = D / 2;
   for (int64_t t = begin; t < end; ++t) {
     const float* c = cos + t * D;
@@ -66,8 +77,14 @@ LOOMLM_CLONES void rotary_store_rows(float* qkv, int64_t stride, int64_t rot_hea
     }
     if (slots[t] < 0) continue;
     const float* k = qkv + t * stride + k_head * D;
-    std::memcpy(key_cache + slots[t] * kv_heads * D, k, kv_heads * D * sizeof(float));
-    std::memcpy(value_cache + slots[t] * kv_heads * D, k + kv_heads * D, kv_heads * D * sizeof(float));
+    const int64_t row = kv_heads * D, offset = slots[t] * row;
+    if (cache.bf16) {
+      round_to_bf16(k, row, static_cast<uint16_t*>(cache.key) + offset);
+      round_to_bf16(k + row, row, static_cast<uint16_t*>(cache.value) + offset);
+    } else {
+      std::memcpy(static_cast<float*>(cache.key) + offset, k, row * sizeof(float));
+      std::memcpy(static_cast<float*>(cache.value) + offset, k + row, row * sizeof(float));
+    }
   }
 }
 

@@ -14,13 +14,21 @@ namespace loomlm {
 void rms_norm_rows(const float* x, int64_t x_stride, float* residual, const float* weight, float eps, int64_t D,
                    int64_t begin, int64_t end, float* out);
 
+// The key and value caches ([slots, kv_heads * D] contiguous) a step writes: float32, or bfloat16
+// (uint16_t bits; rounded to nearest even, as torch rounds).
+struct CacheRows {
+  void* key;
+  void* value;
+  bool bf16;
+};
+
 // In place on rows [begin, end) of qkv ([T, stride], heads of D floats): the first `rot_heads`
 // heads rotated by (cos, sin) [T, D] (rotate-half form); then heads [k_head, k_head + kv_heads)
-// (keys, rotated) and the next kv_heads (values) written to slot slots[t] of the caches
-// ([slots, kv_heads * D] contiguous); slots < 0 are skipped.
+// (keys, rotated) and the next kv_heads (values) written to slot slots[t] of the caches; slots < 0
+// are skipped.
 void rotary_store_rows(float* qkv, int64_t stride, int64_t rot_heads, int64_t D, const float* cos, const float* sin,
-                       int64_t k_head, int64_t kv_heads, const int64_t* slots, float* key_cache, float* value_cache,
-                       int64_t begin, int64_t end);
+                       int64_t k_head, int64_t kv_heads, const int64_t* slots, const CacheRows& cache, int64_t begin,
+                       int64_t end);
 
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, I + i], rows [begin, end).
 void silu_mul_rows(const float* gate_up, int64_t I, int64_t begin, int64_t end, float* out);
@@ -56,7 +64,10 @@ struct UpcomingRows {
   int64_t seq_len = 0;
   int64_t head_begin = 0;
 };
-void decode_attention_heads(const float* q, const float* key_cache, const float* value_cache, const int32_t* block_row,
+// T: float, or uint16_t for bfloat16 caches (their 16 bits; loaded exactly as float32). Instantiated
+// for both in attention_avx2.cpp.
+template <typename T>
+void decode_attention_heads(const float* q, const T* key_cache, const T* value_cache, const int32_t* block_row,
                             int64_t seq_len, int64_t block_size, int64_t kv_heads, int64_t head_begin,
                             int64_t head_end, int64_t group, int64_t D, float scale, float* scores, float* out,
                             const UpcomingRows& next);
@@ -65,8 +76,10 @@ void decode_attention_heads(const float* q, const float* key_cache, const float*
 // last q_len of seq_len positions) for one kv head (prefill_attention_avx2.cpp; D a multiple of 8).
 // q: the chunk's first row at this kv head's first query head, rows q_row_stride floats apart; out
 // likewise. scratch: prefill_attention_scratch(row_end - row_begin, group, D, seq_len) floats.
+// T as for decode_attention_heads.
 int64_t prefill_attention_scratch(int64_t rows, int64_t group, int64_t D, int64_t max_positions);
-void prefill_attention_item(const float* q, int64_t q_row_stride, const float* key_cache, const float* value_cache,
+template <typename T>
+void prefill_attention_item(const float* q, int64_t q_row_stride, const T* key_cache, const T* value_cache,
                             const int32_t* block_row, int64_t seq_len, int64_t q_len, int64_t row_begin,
                             int64_t row_end, int64_t block_size, int64_t kv_heads, int64_t kv_head, int64_t group,
                             int64_t D, float scale, float* scratch, float* out, int64_t out_row_stride);

@@ -43,30 +43,31 @@ LOOMLM_AVX2 void score_tile(const float* const* q, const float* kt, int64_t kt_s
 }
 
 // One kv head's rows of a paged cache, walked block by block (no division per position).
+template <typename T>
 struct PagedRows {
-  const float* cache;
+  const T* cache;
   const int32_t* block_row;
   int64_t block_size, token_stride, head_offset;
 };
 
 // out[r][c0 : c0 + 8 * C] = sum over positions j < n of p[r][j] * v_j for R vectors whose
 // probabilities are zero past their own lengths: the value rows are read once for all R.
-template <int R, int C>
-LOOMLM_AVX2 void value_tile(const float* const* p, int64_t n, const PagedRows& values, int64_t c0,
+template <int R, int C, typename T>
+LOOMLM_AVX2 void value_tile(const float* const* p, int64_t n, const PagedRows<T>& values, int64_t c0,
                             float* const* out) {
   static_assert(R * C <= 8, "accumulators beyond the register file");
   __m256 acc[R * C];
   for (int i = 0; i < R * C; ++i) acc[i] = _mm256_setzero_ps();
   for (int64_t j0 = 0; j0 < n; j0 += values.block_size) {
-    const float* base = values.cache +
+    const T* base = values.cache +
                         static_cast<int64_t>(values.block_row[j0 / values.block_size]) * values.block_size *
                             values.token_stride +
                         values.head_offset + c0;
     const int64_t count = std::min(values.block_size, n - j0);
     for (int64_t i = 0; i < count; ++i) {
-      const float* v = base + i * values.token_stride;
+      const T* v = base + i * values.token_stride;
       __m256 vs[C];
-      for (int c = 0; c < C; ++c) vs[c] = _mm256_loadu_ps(v + 8 * c);
+      for (int c = 0; c < C; ++c) vs[c] = load8(v + 8 * c);
       for (int r = 0; r < R; ++r) {
         const __m256 w = _mm256_set1_ps(p[r][j0 + i]);
         for (int c = 0; c < C; ++c) acc[r * C + c] = _mm256_fmadd_ps(w, vs[c], acc[r * C + c]);
@@ -84,8 +85,9 @@ int64_t prefill_attention_scratch(int64_t rows, int64_t group, int64_t D, int64_
   return D * padded + rows * group * padded;
 }
 
-LOOMLM_AVX2 void prefill_attention_item(const float* q, int64_t q_row_stride, const float* key_cache,
-                                        const float* value_cache, const int32_t* block_row, int64_t seq_len,
+template <typename T>
+LOOMLM_AVX2 void prefill_attention_item(const float* q, int64_t q_row_stride, const T* key_cache,
+                                        const T* value_cache, const int32_t* block_row, int64_t seq_len,
                                         int64_t q_len, int64_t row_begin, int64_t row_end, int64_t block_size,
                                         int64_t kv_heads, int64_t kv_head, int64_t group, int64_t D, float scale,
                                         float* scratch, float* out, int64_t out_row_stride) {
@@ -95,13 +97,13 @@ LOOMLM_AVX2 void prefill_attention_item(const float* q, int64_t q_row_stride, co
   float* kt = scratch;                  // [D][padded]: the keys, transposed
   float* scores = scratch + D * padded;  // [rows * group][padded]
   const int64_t token_stride = kv_heads * D;
-  auto row = [&](const float* cache, int64_t pos) {
+  auto row = [&](const T* cache, int64_t pos) {
     const int64_t slot = static_cast<int64_t>(block_row[pos / block_size]) * block_size + pos % block_size;
     return cache + slot * token_stride + kv_head * D;
   };
   for (int64_t pos = 0; pos < positions; ++pos) {
-    const float* k = row(key_cache, pos);
-    for (int64_t d = 0; d < D; ++d) kt[d * padded + pos] = k[d];
+    const T* k = row(key_cache, pos);
+    for (int64_t d = 0; d < D; ++d) kt[d * padded + pos] = load1(k + d);
   }
   for (int64_t d = 0; d < D; ++d) std::fill(kt + d * padded + positions, kt + (d + 1) * padded, 0.f);
 
@@ -124,7 +126,7 @@ LOOMLM_AVX2 void prefill_attention_item(const float* q, int64_t q_row_stride, co
       }
     }
   }
-  const PagedRows values{value_cache, block_row, block_size, token_stride, kv_head * D};
+  const PagedRows<T> values{value_cache, block_row, block_size, token_stride, kv_head * D};
   for (int64_t v = 0; v < num_vectors; ++v) {
     float* p = scores + v * padded;
     const int64_t n = visible(v);
@@ -143,17 +145,24 @@ LOOMLM_AVX2 void prefill_attention_item(const float* q, int64_t q_row_stride, co
     for (int64_t c0 = 0; c0 < D; c0 += 16) {
       const bool pair = c0 + 16 <= D;  // D is a multiple of 8: the last block may be 8 wide
       switch (R * 2 + (pair ? 1 : 0)) {
-        case 9: value_tile<4, 2>(ps, n, values, c0, outs); break;
-        case 8: value_tile<4, 1>(ps, n, values, c0, outs); break;
-        case 7: value_tile<3, 2>(ps, n, values, c0, outs); break;
-        case 6: value_tile<3, 1>(ps, n, values, c0, outs); break;
-        case 5: value_tile<2, 2>(ps, n, values, c0, outs); break;
-        case 4: value_tile<2, 1>(ps, n, values, c0, outs); break;
-        case 3: value_tile<1, 2>(ps, n, values, c0, outs); break;
-        default: value_tile<1, 1>(ps, n, values, c0, outs); break;
+        case 9: value_tile<4, 2, T>(ps, n, values, c0, outs); break;
+        case 8: value_tile<4, 1, T>(ps, n, values, c0, outs); break;
+        case 7: value_tile<3, 2, T>(ps, n, values, c0, outs); break;
+        case 6: value_tile<3, 1, T>(ps, n, values, c0, outs); break;
+        case 5: value_tile<2, 2, T>(ps, n, values, c0, outs); break;
+        case 4: value_tile<2, 1, T>(ps, n, values, c0, outs); break;
+        case 3: value_tile<1, 2, T>(ps, n, values, c0, outs); break;
+        default: value_tile<1, 1, T>(ps, n, values, c0, outs); break;
       }
     }
   }
 }
+
+template void prefill_attention_item<float>(const float*, int64_t, const float*, const float*, const int32_t*, int64_t,
+                                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                            float, float*, float*, int64_t);
+template void prefill_attention_item<uint16_t>(const float*, int64_t, const uint16_t*, const uint16_t*, const int32_t*,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                               int64_t, float, float*, float*, int64_t);
 
 }  // namespace loomlm::avx2

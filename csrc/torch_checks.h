@@ -36,9 +36,25 @@ inline const float* bias_data(const c10::optional<torch::Tensor>& bias, int64_t 
   return bias->data_ptr<float>();
 }
 
+// A paged KV cache: contiguous CPU [blocks, block_size, kv_heads, head_dim], float32 or bfloat16.
 inline void check_cache(const torch::Tensor& cache, const char* name) {
-  check_float_rows(cache, 4, name);
-  TORCH_CHECK(cache.is_contiguous(), name, " must be contiguous [blocks, block_size, kv_heads, head_dim]");
+  const auto dtype = cache.scalar_type();
+  TORCH_CHECK(cache.device().is_cpu() && (dtype == torch::kFloat32 || dtype == torch::kBFloat16) && cache.dim() == 4 &&
+                  cache.is_contiguous(),
+              name, " must be a contiguous CPU float32 or bfloat16 tensor [blocks, block_size, kv_heads, head_dim], got ",
+              dtype, " ", cache.sizes());
+}
+
+// f(T{}) with T the cache's element type: float, or uint16_t (a bfloat16's bits) for bfloat16.
+template <typename F>
+decltype(auto) with_cache_type(const torch::Tensor& cache, F&& f) {
+  if (cache.scalar_type() == torch::kBFloat16) return f(uint16_t{});
+  return f(float{});
+}
+
+template <typename T>
+T* cache_data(const torch::Tensor& cache) {
+  return reinterpret_cast<T*>(cache.data_ptr());
 }
 
 }  // namespace loomlm::ops

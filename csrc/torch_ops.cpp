@@ -99,6 +99,7 @@ void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::
   const int64_t T = qkv.size(0), D = key_cache.size(3);
   TORCH_CHECK(D % 2 == 0 && D <= 512, "head_dim must be even and at most 512, got ", D);
   TORCH_CHECK(key_cache.sizes() == value_cache.sizes() && key_cache.size(2) == kv_heads, "cache shapes mismatch");
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type(), "the key and value caches differ in dtype");
   TORCH_CHECK(rot_heads <= k_head + kv_heads && (k_head + 2 * kv_heads) * D <= qkv.size(1),
               "qkv has ", qkv.size(1), " columns, too few for the heads given");
   for (const auto* t : {&cos, &sin}) {
@@ -111,9 +112,11 @@ void rotary_store_kv(torch::Tensor& qkv, const torch::Tensor& cos, const torch::
   const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
   for (int64_t t = 0; t < T; ++t) TORCH_CHECK(slots[t] < num_slots, "slot ", slots[t], " is past the cache");
   float* q = qkv.data_ptr<float>();
+  const loomlm::CacheRows cache{key_cache.data_ptr(), value_cache.data_ptr(),
+                                key_cache.scalar_type() == torch::kBFloat16};
   at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
     loomlm::rotary_store_rows(q, qkv.stride(0), rot_heads, D, cos.data_ptr<float>(), sin.data_ptr<float>(), k_head,
-                              kv_heads, slots, key_cache.data_ptr<float>(), value_cache.data_ptr<float>(), begin, end);
+                              kv_heads, slots, cache, begin, end);
   });
 }
 

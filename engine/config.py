@@ -53,6 +53,9 @@ class SchedulerConfig:
         return replace(self, max_model_len=max_model_len, max_num_batched_tokens=budget)
 
 
+KV_CACHE_DTYPES = ("auto", "float32", "bfloat16")
+
+
 @dataclass(slots=True)
 class CacheConfig:
     block_size: int = 16
@@ -60,6 +63,9 @@ class CacheConfig:
     num_blocks: int | None = None
     kv_cache_bytes: int | None = None
     enable_prefix_caching: bool = True
+    # "auto": the model's dtype (bfloat16 under quantization="bf16"); "bfloat16" halves a float32
+    # model's cache on the CPU (keys and values rounded to bfloat16 as they are written).
+    kv_cache_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         _require(
@@ -72,6 +78,10 @@ class CacheConfig:
         )
         _require(self.num_blocks is None or self.num_blocks >= 1, "num_blocks must be >= 1")
         _require(self.kv_cache_bytes is None or self.kv_cache_bytes > 0, "kv_cache_bytes must be positive")
+        _require(
+            self.kv_cache_dtype in KV_CACHE_DTYPES,
+            f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}",
+        )
 
 
 LORA_DTYPES = ("auto", "int8")

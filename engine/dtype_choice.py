@@ -5,7 +5,10 @@ faster than float32 in batched decoding on this project's machines, and on a CPU
 slower. So "auto" never assumes: on a CPU without a native bf16 instruction it picks float32; with
 one, it times a model-shaped matmul in both dtypes (a few milliseconds) and picks bfloat16 only if
 that is clearly faster. On a GPU it picks bfloat16 where supported, else float16. Quantized engines
-and parity checks use float32."""
+and parity checks use float32.
+
+The KV cache's dtype (`resolve_kv_cache_dtype`) follows the model's, except where the CPU kernels can
+read a bfloat16 cache under a float32 model: on request, and under ``quantization="bf16"``."""
 
 from __future__ import annotations
 
@@ -37,6 +40,22 @@ def resolve_dtype(requested: str, device: str, quantized: bool = False) -> tuple
     if bf16 * _MIN_SPEEDUP < fp32:
         return "bfloat16", f"bfloat16 matmul {fp32 / bf16:.1f}x faster than float32 here"
     return "float32", f"bfloat16 matmul only {fp32 / bf16:.2f}x float32 here"
+
+
+def resolve_kv_cache_dtype(requested: str, dtype: str, device: str, quantization: str | None) -> str:
+    """The KV cache's dtype for a model loaded in ``dtype`` (already resolved). "auto" is the model's
+    dtype, but bfloat16 under ``quantization="bf16"``: those layers round their inputs to bfloat16
+    already, and a cache of half the bytes streams through decode attention in about half the
+    reads. A cache may differ from the model only for a float32 model on the CPU (the C++ kernels
+    read both dtypes; CUDA's Triton kernels read the model's)."""
+    if requested == "auto":
+        requested = "bfloat16" if quantization == "bf16" else dtype
+    if requested != dtype and not (dtype == "float32" and torch.device(device).type == "cpu"):
+        raise ValueError(
+            f"kv_cache_dtype={requested!r} needs a float32 model on the CPU; a {dtype} model on "
+            f"{device!r} keeps its cache in {dtype} (kv_cache_dtype='auto')"
+        )
+    return requested
 
 
 def native_bf16_flags() -> list[str]:

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from loomlm.adapters.registry import AdapterRef, AdapterRegistry
 from loomlm.engine.config import EngineConfig
-from loomlm.engine.dtype_choice import resolve_dtype
+from loomlm.engine.dtype_choice import resolve_dtype, resolve_kv_cache_dtype
 from loomlm.engine.executor import WorkerSpec, make_executor
 from loomlm.engine.executor.worker_spec import DTYPES
 from loomlm.engine.input_builder import InputBuilder
@@ -50,7 +50,10 @@ class LLMEngine:
             config.dtype, config.device, config.quantization is not None
         )
         config = replace(config, dtype=dtype_name)
-        dtype = DTYPES[dtype_name]
+        kv_cache_dtype = resolve_kv_cache_dtype(
+            config.cache.kv_cache_dtype, dtype_name, config.device, config.quantization
+        )
+        config = replace(config, cache=replace(config.cache, kv_cache_dtype=kv_cache_dtype))
         self.arch, self.hf_config = load_arch(self.model_dir)
         tp_size = config.parallel.tensor_parallel_size
         # This rank's sizes (KV heads, LoRA shapes); also checks that the model splits tp_size ways.
@@ -67,12 +70,14 @@ class LLMEngine:
 
         cache = config.cache
         # The KV budget is per rank: each holds its own KV heads of every block.
-        num_blocks = cache.num_blocks or self._num_blocks_for_budget(local_arch.kv_bytes_per_token(dtype))
+        kv_bytes_per_token = local_arch.kv_bytes_per_token(DTYPES[kv_cache_dtype])
+        num_blocks = cache.num_blocks or self._num_blocks_for_budget(kv_bytes_per_token)
         self.kv_cache = KVCacheManager(num_blocks, cache.block_size, cache.enable_prefix_caching)
         lora = config.lora
         spec = WorkerSpec(
             model_dir=str(self.model_dir),
             dtype=config.dtype,
+            kv_cache_dtype=kv_cache_dtype,
             device=config.device,
             num_blocks=num_blocks,
             block_size=cache.block_size,
@@ -104,12 +109,13 @@ class LLMEngine:
             time.perf_counter() - started,
         )
         logger.info(
-            "KV cache: %d blocks of %d tokens (%d tokens, %.1f MiB per rank); max_model_len %d, "
+            "KV cache: %d blocks of %d tokens (%d tokens, %.1f MiB per rank, %s); max_model_len %d, "
             "prefix caching %s",
             num_blocks,
             cache.block_size,
             num_blocks * cache.block_size,
-            num_blocks * cache.block_size * local_arch.kv_bytes_per_token(dtype) / 2**20,
+            num_blocks * cache.block_size * kv_bytes_per_token / 2**20,
+            kv_cache_dtype,
             max_model_len,
             "on" if cache.enable_prefix_caching else "off",
         )

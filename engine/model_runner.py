@@ -28,6 +28,7 @@ class ModelRunner:
         block_size: int,
         max_num_batched_tokens: int,
         dtype: torch.dtype = torch.float32,
+        cache_dtype: torch.dtype | None = None,  # None: dtype
         device: str | torch.device = "cpu",
         lora_weights: LoRAModelWeights | None = None,
     ) -> None:
@@ -38,8 +39,8 @@ class ModelRunner:
         cache_shape = (num_blocks, block_size, local.num_kv_heads, local.head_dim)
         self.kv_caches = [
             (
-                torch.zeros(cache_shape, dtype=dtype, device=self.device),
-                torch.zeros(cache_shape, dtype=dtype, device=self.device),
+                torch.zeros(cache_shape, dtype=cache_dtype or dtype, device=self.device),
+                torch.zeros(cache_shape, dtype=cache_dtype or dtype, device=self.device),
             )
             for _ in range(local.num_layers)
         ]

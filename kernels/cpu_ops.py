@@ -4,7 +4,8 @@ devices, or an install without the extension).
 
 Torch runs each of these as several small ops; at batch 1 their dispatch, not their arithmetic,
 is the cost (about 30 torch calls a layer). `native_ops_apply` is the one decision of when the C++
-versions run: the extension is built and the tensors are CPU float32."""
+versions run: the extension is built and the tensors are CPU float32 (`native_cache`: the KV cache
+float32 or bfloat16)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def native_ops_apply(x: torch.Tensor) -> bool:
 
 def native_ops_available(dtype: torch.dtype, device: torch.device) -> bool:
     return _C is not None and torch.device(device).type == "cpu" and dtype == torch.float32
+
+
+def native_cache(key_cache: torch.Tensor) -> bool:
+    """Whether loomlm._C reads and writes this KV cache: contiguous float32, or bfloat16 where the
+    AVX2 attention kernels run (head_dim a multiple of 8)."""
+    if not key_cache.is_contiguous():
+        return False
+    if key_cache.dtype == torch.float32:
+        return True
+    bf16_readable = key_cache.shape[-1] % 8 == 0 and prefill_attention_available()
+    return key_cache.dtype == torch.bfloat16 and bf16_readable
 
 
 def rms_norm_ref(
@@ -95,7 +107,7 @@ def rms_norm(x, residual, weight, eps):
 
 
 def rotary_store_kv(qkv, cos, sin, num_heads, num_kv_heads, slot_mapping, key_cache, value_cache) -> None:
-    if native_ops_apply(qkv) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+    if native_ops_apply(qkv) and native_cache(key_cache):
         _C.rotary_store_kv(
             qkv,
             cos,
@@ -121,7 +133,7 @@ def silu_mul(gate_up):
 
 
 def decode_attention(query, key_cache, value_cache, block_tables, seq_lens, scale) -> torch.Tensor:
-    if native_ops_apply(query) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+    if native_ops_apply(query) and native_cache(key_cache):
         tables = block_tables.to(torch.int32).contiguous()  # no-ops for the engine's own tensors
         lens = seq_lens.to(torch.int32).contiguous()
         return _C.decode_attention(query, key_cache, value_cache, tables, lens, scale)
@@ -139,8 +151,7 @@ def prefill_attention(
     if (
         prefill_attention_available()
         and native_ops_apply(query)
-        and key_cache.dtype == torch.float32
-        and key_cache.is_contiguous()
+        and native_cache(key_cache)
         and query.shape[-1] % 8 == 0
     ):
         tables = block_tables.to(torch.int32).contiguous()  # no-ops for the engine's own tensors

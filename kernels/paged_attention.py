@@ -11,6 +11,7 @@ import torch
 
 from loomlm.kernels.cpu_ops import (
     decode_attention,
+    native_cache,
     native_ops_apply,
     prefill_attention,
     prefill_attention_available,
@@ -276,10 +277,11 @@ def paged_attention(
     workspace: AttentionWorkspace | None = None,
 ) -> torch.Tensor:
     """Paged attention: the Triton kernel on CUDA (when triton imports), the C++ decode where
-    `native_ops_apply` (CPU float32, extension built), else the torch reference."""
+    `native_ops_apply` (CPU float32, extension built) and `native_cache` (a float32 or bfloat16
+    cache), else the torch reference."""
     if query.is_cuda and triton is not None:
         impl = paged_attention_triton
-    elif native_ops_apply(query) and key_cache.dtype == torch.float32 and key_cache.is_contiguous():
+    elif native_ops_apply(query) and native_cache(key_cache):
         impl = paged_attention_native
     else:
         impl = paged_attention_ref

@@ -54,6 +54,7 @@ class LLM(ToolCallsAPI):
         num_kv_blocks: int | None = None,
         kv_cache_bytes: int | None = None,
         enable_prefix_caching: bool = True,
+        kv_cache_dtype: str = "auto",
         device: str = "cpu",
         dtype: str = "float32",
         quantization: str | None = None,
@@ -81,6 +82,9 @@ class LLM(ToolCallsAPI):
         GGUF's own blocks, as llama.cpp does); ``"q8_0"``: Q8_0 blocks; ``"bf16"``: bfloat16
         weights and GEMMs under float32 activations (CPUs with AVX-512 BF16 or AMX). Faster, at a
         small quality cost (bench/quant.py).
+        ``kv_cache_dtype``: "auto" (the model's dtype; bfloat16 under ``quantization="bf16"``),
+        "float32" or "bfloat16" (a float32 model on the CPU: half the cache bytes, keys and values
+        rounded to bfloat16 as they are stored; bench/quant.py measures the effect).
         ``lora_dtype="int8"``: adapter weights rounded to int8 (CPU, float32; see `LoRAConfig`).
         ``tensor_parallel_size`` splits the model over that many worker processes (torch.distributed;
         ``distributed_executor_backend="mp"``, the default for more than one); a script that uses
@@ -101,6 +105,7 @@ class LLM(ToolCallsAPI):
             num_blocks=num_kv_blocks,
             kv_cache_bytes=kv_cache_bytes,
             enable_prefix_caching=enable_prefix_caching,
+            kv_cache_dtype=kv_cache_dtype,
         )
         self.engine = LLMEngine(
             EngineConfig(

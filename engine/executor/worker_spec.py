@@ -43,6 +43,8 @@ class WorkerSpec:
     max_lora_rank: int = 0
     lora_dtype: str = "auto"  # LoRAConfig.lora_dtype
     quantization: str | None = None  # see loomlm.engine.models.quantized
+    # The cache's dtype, resolved (loomlm.engine.dtype_choice.resolve_kv_cache_dtype); None: dtype.
+    kv_cache_dtype: str | None = None
     calibration_ids: tuple[int, ...] = ()  # the text int8 calibrates on, tokenized
 
     def rank_device(self, rank: int) -> torch.device:
@@ -75,6 +77,7 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
         block_size=spec.block_size,
         max_num_batched_tokens=spec.max_num_batched_tokens,
         dtype=dtype,
+        cache_dtype=DTYPES[spec.kv_cache_dtype or spec.dtype],
         device=device,
         lora_weights=lora_weights,
     )
@@ -114,4 +117,6 @@ def build_runner(spec: WorkerSpec, tp: TPGroup) -> ModelRunner:
             report += "; gate_up + SiLU·mul: one loomlm GEMM"
     native = native_ops_available(dtype, device)
     runner.kernel_report = report + ("; norms, rotary, decode attention: loomlm._C" if native else "")
+    if spec.kv_cache_dtype not in (None, spec.dtype):
+        runner.kernel_report += f"; KV cache {spec.kv_cache_dtype}"
     return runner

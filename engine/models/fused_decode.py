@@ -23,6 +23,7 @@ from loomlm.engine.models.block_quant import BlockQuantLinear
 from loomlm.engine.models.llama import GateUpSiluMul
 from loomlm.engine.models.quantized import Int8Linear
 from loomlm.kernels.cpu_gemm_bf16 import bf16_gate_up_silu_mul
+from loomlm.kernels.cpu_ops import native_cache
 from loomlm.kernels.native import _C
 
 # The stack's four fused linear layers, in its order (`_linears` gives a decoder layer's modules).
@@ -60,12 +61,12 @@ class FusedDecode:
     @staticmethod
     def supports(model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
         """Whether the stack can run ``model``: int8 layers, packed blocks whose inputs need no padding,
-        or bias-free bf16 layers on loomlm's panels (qkv may have a bias), one rank, float32
-        contiguous caches on the CPU, and the extension built."""
+        or bias-free bf16 layers on loomlm's panels (qkv may have a bias), one rank, contiguous
+        float32 or bfloat16 caches on the CPU (`native_cache`), and the extension built."""
         if _C is None or model.tp.world_size != 1 or not kv_caches:
             return False
         key = kv_caches[0][0]
-        if key.device.type != "cpu" or key.dtype != torch.float32 or not key.is_contiguous():
+        if key.device.type != "cpu" or not native_cache(key):
             return False
         return all(_stack_runs(layer, m) for layer in model.layers for m in _linears(layer))
 

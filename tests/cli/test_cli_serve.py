@@ -40,8 +40,9 @@ def test_options_become_the_server_config(served, tmp_path):
         "--api-key", "secret", "--admin-key", "admin", "--adapter", f"sql={sql}", "--adapter", f"chat={chat}",
         "--adapter-dir", str(root), "--enable-adapter-loading", "--max-waiting", "32",
         "--shutdown-timeout", "5",
-        "--max-num-seqs", "8", "--kv-cache-bytes", "64M", "--dtype", "bfloat16", "--no-prefix-caching",
-        "--grammar-backend", "outlines", "--max-loras", "2", "--seed", "3",
+        "--max-num-seqs", "8", "--kv-cache-bytes", "64M", "--kv-cache-dtype", "bfloat16",
+        "--no-prefix-caching", "--dtype", "bfloat16", "--grammar-backend", "outlines", "--max-loras", "2",
+        "--seed", "3",
     ]  # fmt: skip
     assert main(argv) == 0
     (config,) = served
@@ -55,6 +56,7 @@ def test_options_become_the_server_config(served, tmp_path):
     assert config.engine_options == {
         "max_num_seqs": 8,
         "kv_cache_bytes": 64 << 20,
+        "kv_cache_dtype": "bfloat16",
         "dtype": "bfloat16",
         "enable_prefix_caching": False,
         "grammar_backend": "outlines",

@@ -13,6 +13,7 @@ from test_quantized import make_engine
 
 from loomlm.engine.config import EngineConfig
 from loomlm.engine.engine import LLMEngine
+from loomlm.engine.models import bf16_weights
 from loomlm.engine.models.bf16_weights import Bf16Linear, available_bf16_kernels, convert_to_bf16
 from loomlm.engine.models.linear_kernels import fuse_gate_up_activations
 from loomlm.engine.models.llama import Linear, LlamaMLP
@@ -126,7 +127,9 @@ def test_the_gate_up_of_a_bf16_mlp_fuses_with_silu_mul_with_the_same_output():
 
 
 @needs_panels
-def test_a_bf16_engine_fuses_gate_up_and_decodes_in_the_stack_without_adapters(tiny_llama_dir):
+def test_a_bf16_engine_fuses_gate_up_and_decodes_in_the_stack_without_adapters(tiny_llama_dir, monkeypatch):
+    # Pinned to loomlm's panels (the fusions' kernel): the per-shape timing at load is not under test.
+    monkeypatch.setattr(bf16_weights, "_fastest_kernel", lambda shape: "loomlm")
     engine = LLMEngine(EngineConfig(model=str(tiny_llama_dir), quantization="bf16"))  # no LoRA
     report = engine.executor.runner.kernel_report
     assert "loomlm" in report and "SiLU·mul" in report and "fused C++ call" in report

@@ -1,6 +1,7 @@
 """The C++ per-layer ops (RMSNorm with the residual add, rotary + KV store, SiLU-and-multiply,
-decode attention over the paged cache) equal their torch references, and refuse indices that
-would read or write outside the cache instead of touching memory there."""
+decode attention over the paged cache) equal their torch references, on float32 and bfloat16 caches
+(stored rounded as torch rounds, read exactly widened), and refuse indices that would read or write
+outside the cache instead of touching memory there."""
 
 import pytest
 import torch
@@ -46,6 +47,31 @@ def test_rotary_and_kv_store_equal_the_reference_and_skip_padding_slots():
         assert torch.equal(got, want)  # the same products and sums, in the same order
 
 
+def test_a_bfloat16_cache_stores_keys_and_values_rounded_as_torch_rounds():
+    torch.manual_seed(0)
+    tokens = 6
+    qkv = torch.randn(tokens, (HEADS + 2 * KV_HEADS) * HEAD_DIM)
+    values = qkv[:, (HEADS + KV_HEADS) * HEAD_DIM :]  # stored unrotated: the rounding's edge cases
+    ties = (values.view(torch.int32) & ~0xFFFF) | 0x8000  # halfway between two bfloat16s
+    values[:, :32] = ties[:, :32].view(torch.float32)
+    values[:, 32:36] = torch.tensor([float("inf"), -float("inf"), float("nan"), -float("nan")])
+    values[:, 36] = 3.4e38  # rounds up past the largest bfloat16: to infinity, as torch's does
+    angles = torch.randn(tokens, HEAD_DIM // 2)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    slots = torch.tensor([3, -1, 100, 0, 255, 17])
+    ours = (qkv.clone(), *(c.bfloat16() for c in caches()))
+    ref = (qkv.clone(), *(c.bfloat16() for c in caches()))
+    cpu_ops._C.rotary_store_kv(ours[0], cos, sin, HEADS + KV_HEADS, HEADS, KV_HEADS, slots, ours[1], ours[2])
+    cpu_ops.rotary_store_kv_ref(ref[0], cos, sin, HEADS, KV_HEADS, slots, ref[1], ref[2])
+    assert torch.equal(ours[0].view(torch.int32), ref[0].view(torch.int32))
+    for got, want in zip(ours[1:], ref[1:], strict=True):
+        # Bit for bit, but a NaN's bits: torch's vector and scalar conversions write different NaNs.
+        number = ~want.isnan()
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.view(torch.int16)[number], want.view(torch.int16)[number])
+    assert int(ours[2].isnan().sum()) == 5 * 2  # two NaNs in each stored token's values
+
+
 def test_silu_mul_equals_the_reference():
     gate_up = torch.randn(5, 2 * 1536) * 6
     torch.testing.assert_close(
@@ -89,6 +115,57 @@ def test_decode_attention_long_contexts_and_head_groupings(group, threads):
         torch.set_num_threads(before)
     want = cpu_ops.decode_attention_ref(query, key_cache, value_cache, tables, lens, 0.125)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+needs_avx2 = pytest.mark.skipif(
+    not cpu_ops.prefill_attention_available(), reason="bfloat16 caches need the AVX2 attention kernels"
+)
+
+
+@needs_avx2
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("head_dim", [64, 136])
+@pytest.mark.parametrize("threads", [1, 8])
+def test_decode_attention_reads_a_bfloat16_cache_exactly_widened(group, head_dim, threads):
+    """Equal to the reference over the same cache widened to float32 (a bfloat16 widens exactly)."""
+    key_cache, value_cache = (c.bfloat16() for c in caches(num_blocks=160, block_size=16, head_dim=head_dim))
+    torch.manual_seed(group + head_dim)
+    lens = torch.tensor([3, 129, 300, 17, 64], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(160)[:64] for _ in lens]).to(torch.int32)
+    query = torch.randn(len(lens), KV_HEADS * group, head_dim)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
+    finally:
+        torch.set_num_threads(before)
+    widened = (key_cache.float(), value_cache.float())
+    want = cpu_ops.decode_attention_ref(query, *widened, tables, lens, 0.125)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_which_caches_the_extension_reads():
+    key_cache, _ = caches()
+    assert cpu_ops.native_cache(key_cache)
+    assert cpu_ops.native_cache(key_cache.bfloat16()) == cpu_ops.prefill_attention_available()
+    assert not cpu_ops.native_cache(key_cache.half())
+    assert not cpu_ops.native_cache(key_cache.transpose(0, 1))
+    assert not cpu_ops.native_cache(caches(head_dim=12)[0].bfloat16())  # no vector path for 12
+
+
+def test_mismatched_and_unreadable_caches_are_refused():
+    key_cache, value_cache = caches()
+    query = torch.randn(1, HEADS, HEAD_DIM)
+    lens, tables = torch.tensor([9], dtype=torch.int32), torch.tensor([[0, 1]], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="differ in dtype"):
+        cpu_ops._C.decode_attention(query, key_cache, value_cache.bfloat16(), tables, lens, 0.1)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        cpu_ops._C.decode_attention(query, key_cache.half(), value_cache.half(), tables, lens, 0.1)
+    if not cpu_ops.prefill_attention_available():
+        return
+    small = tuple(c.bfloat16() for c in caches(head_dim=12))
+    with pytest.raises(RuntimeError, match="head_dim a multiple of 8"):
+        cpu_ops._C.decode_attention(torch.randn(1, HEADS, 12), *small, tables, lens, 0.1)
 
 
 def test_indices_outside_the_cache_are_refused():

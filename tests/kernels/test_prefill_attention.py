@@ -1,7 +1,7 @@
 """The C++ prefill attention equals its torch reference (one SDPA per chunk) for fresh prompts,
 chunks after a cached context, decode rows in the same call, chunks longer than one row block,
-every GQA grouping and head sizes that are multiples of 8; rows outside every chunk stay zero; bad
-block tables and query offsets raise before any read."""
+every GQA grouping and head sizes that are multiples of 8, on float32 and bfloat16 caches; rows
+outside every chunk stay zero; bad block tables and query offsets raise before any read."""
 
 import pytest
 import torch
@@ -51,6 +51,16 @@ def run_both(args, scale=0.125):
 )
 def test_prefill_attention_equals_the_reference(chunks):
     got, expected = run_both(batch(chunks))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [[(12, 30), (1, 57), (33, 33), (1, 9)], [(70, 150), (1, 20), (1, 33)]])
+def test_a_bfloat16_cache_is_read_exactly_widened(chunks):
+    query, key_cache, value_cache, tables, lens, starts = batch(chunks, seed=3)
+    key_cache, value_cache = key_cache.bfloat16(), value_cache.bfloat16()
+    got = _C.prefill_attention(query, key_cache, value_cache, tables, lens, starts, 0.125)
+    widened = (key_cache.float(), value_cache.float())
+    expected = cpu_ops.prefill_attention_ref(query, *widened, tables, lens, starts, 0.125)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
