@@ -1,6 +1,8 @@
 // Single-query (decode) attention over the paged KV cache on AVX2 CPUs, for a range of kv heads of
 // one sequence: the three passes of model_ops.cpp's portable decode_attention_item (scores, float32
-// softmax, weighted sum of values) with the vector code written out.
+// softmax, weighted sum of values) with the vector code written out. The cache holds float32 or
+// bfloat16 (a template over the element; a bfloat16 widens exactly as it loads, the arithmetic is
+// float32 either way).
 //
 // Decode attention streams the cache from memory, so the layout of the reads decides its speed. The
 // previous kernel ran one kv head per call: 256 of every 768-byte key row, then the value rows once

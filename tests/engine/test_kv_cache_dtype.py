@@ -4,6 +4,7 @@ decodes like the float32 cache, the C++ kernels reading it; anything else is ref
 
 import pytest
 import torch
+from greedy_support import assert_teacher_forced_near, finished, greedy_reference
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.dtype_choice import resolve_kv_cache_dtype
@@ -44,14 +45,6 @@ def make_engine(model_dir, kv_cache_dtype="auto") -> LLMEngine:
     )
 
 
-def _finished(engine) -> dict:
-    done = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step(only_finished=True):
-            done[output.request_id] = output.outputs[0]
-    return done
-
-
 def test_a_bfloat16_cache_holds_twice_the_blocks_of_a_byte_budget(tiny_llama_dir):
     def engine(kv_cache_dtype):
         cache = CacheConfig(block_size=8, kv_cache_bytes=2**22, kv_cache_dtype=kv_cache_dtype)
@@ -66,29 +59,16 @@ def test_a_bfloat16_cache_holds_twice_the_blocks_of_a_byte_budget(tiny_llama_dir
 
 
 def test_a_bfloat16_cache_decodes_like_the_float32_cache(tiny_llama_dir):
-    # Teacher-forced as the bf16-weight test does: at every position of the float32 engine's greedy
-    # continuation, the bf16-cache engine's choice is float32's or a near-tie of it. Prompts long
-    # enough for several blocks and chunks of prefill, then decode rows over the cache.
+    # A prompt of several blocks, prefilled in chunks, then decode rows over the cache.
     prompt = list(range(1000, 1040))
-    float_engine = make_engine(tiny_llama_dir)
-    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=5)
-    float_engine.add_request(prompt, greedy, prompt_token_ids=prompt)
-    (reference,) = _finished(float_engine).values()
+    reference = greedy_reference(make_engine(tiny_llama_dir), prompt)
     engine = make_engine(tiny_llama_dir, kv_cache_dtype="bfloat16")
     assert engine.executor.runner.kv_caches[0][0].dtype == torch.bfloat16
-    params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
-    for i in range(12):
-        prefix = prompt + reference.token_ids[:i]
-        engine.add_request(prefix, params, prompt_token_ids=prefix, request_id=f"pos{i:02d}")
-    chosen = [output.token_ids[0] for _, output in sorted(_finished(engine).items())]
-    for i, token in enumerate(chosen):
-        float_logprobs = {t: lp.logprob for t, lp in reference.logprobs[i].items()}
-        best = max(float_logprobs.values())
-        assert token in float_logprobs and float_logprobs[token] >= best - 0.1, (i, token, float_logprobs)
-    assert sum(a == b for a, b in zip(chosen, reference.token_ids, strict=True)) >= 9
+    assert_teacher_forced_near(engine, prompt, reference, min_equal=9)
     # And free-running generation over the cache (decode steps) completes the request.
+    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
     engine.add_request(prompt, greedy, prompt_token_ids=prompt, request_id="free")
-    (free,) = _finished(engine).values()
+    (free,) = finished(engine).values()
     assert len(free.token_ids) == 12
 
 
@@ -100,5 +80,5 @@ def test_bf16_layers_take_a_bf16_cache(tiny_llama_dir):
     prompt = list(range(1000, 1020))
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
     engine.add_request(prompt, params, prompt_token_ids=prompt)
-    (output,) = _finished(engine).values()
+    (output,) = finished(engine).values()
     assert len(output.token_ids) == 6

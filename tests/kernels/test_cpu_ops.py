@@ -96,6 +96,15 @@ def test_decode_attention_over_the_paged_cache_equals_the_reference(group, head_
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def decode_on_threads(threads, query, key_cache, value_cache, tables, lens):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("group", [1, 2, 3, 4, 7])  # query heads per kv head: tiles of 3 and their tails
 # 1 thread: every sequence one item (all kv heads, whole rows); 8: fewer sequences than twice the
 # threads, so one kv head per item.
@@ -107,12 +116,7 @@ def test_decode_attention_long_contexts_and_head_groupings(group, threads):
     lens = torch.tensor([3, 129, 300, 1000, 17], dtype=torch.int32)
     tables = torch.stack([torch.randperm(160)[:64] for _ in lens]).to(torch.int32)
     query = torch.randn(len(lens), KV_HEADS * group, HEAD_DIM)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
-    finally:
-        torch.set_num_threads(before)
+    got = decode_on_threads(threads, query, key_cache, value_cache, tables, lens)
     want = cpu_ops.decode_attention_ref(query, key_cache, value_cache, tables, lens, 0.125)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -133,12 +137,7 @@ def test_decode_attention_reads_a_bfloat16_cache_exactly_widened(group, head_dim
     lens = torch.tensor([3, 129, 300, 17, 64], dtype=torch.int32)
     tables = torch.stack([torch.randperm(160)[:64] for _ in lens]).to(torch.int32)
     query = torch.randn(len(lens), KV_HEADS * group, head_dim)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = cpu_ops._C.decode_attention(query, key_cache, value_cache, tables, lens, 0.125)
-    finally:
-        torch.set_num_threads(before)
+    got = decode_on_threads(threads, query, key_cache, value_cache, tables, lens)
     widened = (key_cache.float(), value_cache.float())
     want = cpu_ops.decode_attention_ref(query, *widened, tables, lens, 0.125)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
