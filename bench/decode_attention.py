@@ -1,7 +1,8 @@
 """Decode attention on the CPU at a decode step's shapes: loomlm's C++ kernel (read straight from the
 paged cache) against torch's path over the same cache (`cpu_ops.decode_attention_ref`: a K/V gather,
 then batched matmuls and softmax), and against the memory roof measured in the same run: one
-sequential read of as many bytes (a sum over a contiguous tensor).
+sequential read of as many bytes (a sum over a contiguous tensor); and the kernel over the same cache
+in bfloat16 (``kv_cache_dtype="bfloat16"``: half the bytes).
 
 SmolLM2's attention shape (9 query heads over 3 kv heads, head_dim 64, blocks of 16). Each case runs
 ``--layers`` layers, each with its own cache, so the rows stream from memory as in a step (30 layers
@@ -48,17 +49,23 @@ def measure(num_seqs: int, context: int, layers: int, repeats: int) -> str:
     def loomlm():
         return [cpu_ops._C.decode_attention(query, k, v, tables, lens, scale) for k, v in layer_caches]
 
+    bf16_caches = [(k.bfloat16(), v.bfloat16()) for k, v in layer_caches]
+
+    def loomlm_bf16_cache():
+        return [cpu_ops._C.decode_attention(query, k, v, tables, lens, scale) for k, v in bf16_caches]
+
     def torch_path():
         return [cpu_ops.decode_attention_ref(query, k, v, tables, lens, scale) for k, v in layer_caches]
 
-    fns = {"loomlm": loomlm, "torch": torch_path, "read": lambda: flat.sum()}
+    fns = {"loomlm": loomlm, "torch": torch_path, "read": lambda: flat.sum(), "bf16": loomlm_bf16_cache}
     diff = max((a - b).abs().max().item() for a, b in zip(loomlm(), torch_path(), strict=True))
     ms = median_ms_interleaved(fns, repeats)
     gbs = {name: nbytes / ms[name] / 1e6 for name in ms}
     speedup, of_roof = ms["torch"] / ms["loomlm"], gbs["loomlm"] / gbs["read"]
     return (
         f"| {num_seqs} | {context} | {ms['loomlm']:.2f} | {gbs['loomlm']:.1f} | {ms['torch']:.2f} "
-        f"| {speedup:.2f}x | {gbs['read']:.1f} | {of_roof:.0%} | {diff:.1e} |"
+        f"| {speedup:.2f}x | {gbs['read']:.1f} | {of_roof:.0%} | {diff:.1e} | {ms['bf16']:.2f} "
+        f"| {ms['loomlm'] / ms['bf16']:.2f}x |"
     )
 
 
@@ -77,8 +84,8 @@ def main() -> None:
         "read roof: a sum over a contiguous tensor of the same bytes",
         "",
         "| sequences | context | loomlm ms | loomlm GB/s | torch ms | loomlm vs torch | read roof GB/s "
-        "| loomlm / roof | max diff |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loomlm / roof | max diff | bf16 cache ms | bf16 cache vs float32 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = []
     for num_seqs, context in CASES:
