@@ -18,10 +18,9 @@ from loomlm.cli.options import (
     add_adapter_option,
     add_engine_options,
     add_model_option,
-    add_sampling_options,
     engine_options,
-    sampling_params,
 )
+from loomlm.cli.sampling_options import add_sampling_options, sampling_params
 
 DESCRIPTION = """\
 Complete prompts with a model and print the outputs. Several prompts run together in one

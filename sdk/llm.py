@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -24,18 +24,16 @@ from loomlm.engine.engine import LLMEngine
 from loomlm.engine.outputs import RequestOutput
 from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
+from loomlm.llm_extract import ExtractionAPI
 from loomlm.llm_tools import ToolCallsAPI
 from loomlm.lora import AdapterChoice, LoRARequest, per_prompt_adapters, resolve_adapter_choice
 from loomlm.prompts import Conversation, PromptInput, as_params_list, as_prompt_list, error_output
-from loomlm.structured import ExtractionError, extraction_messages, extraction_params, extraction_result
-
-T = TypeVar("T")
 
 # Batches at least this large show a progress bar by default.
 _PROGRESS_BAR_MIN_PROMPTS = 8
 
 
-class LLM(ToolCallsAPI):
+class LLM(ExtractionAPI, ToolCallsAPI):
     """A model loaded for offline generation.
 
     ``LLM()`` serves the embedded default SmolLM2-135M-Instruct; ``LLM("/path/to/hf-dir")`` any
@@ -211,55 +209,6 @@ class LLM(ToolCallsAPI):
             self, conversations, single, sampling_params, tools, tool_choice, parallel_tool_calls,
             add_generation_prompt, chat_template_kwargs or {}, use_tqdm, adapters,
         )  # fmt: skip
-
-    def extract(
-        self,
-        target: type[T] | Any,
-        source: str | Conversation,
-        *,
-        instructions: str | None = None,
-        sampling_params: SamplingParams | None = None,
-        strict: bool = True,
-        adapter: str | None = None,
-    ) -> T:
-        """Extract a ``target`` value (a Pydantic model class, or any type a TypeAdapter accepts)
-        from a text or a conversation, under the type's JSON Schema grammar. Returns the validated
-        value; raises ExtractionError (a ValueError, carrying the output) when generation stops
-        before the value is complete or it fails validation, never returning a partial object."""
-        return self.extract_batch(
-            target,
-            [source],
-            instructions=instructions,
-            sampling_params=sampling_params,
-            strict=strict,
-            adapter=adapter,
-        )[0]
-
-    def extract_batch(
-        self,
-        target: type[T] | Any,
-        sources: Sequence[str | Conversation],
-        *,
-        instructions: str | None = None,
-        sampling_params: SamplingParams | None = None,
-        strict: bool = True,
-        adapter: str | Sequence[str | None] | None = None,
-        return_exceptions: bool = False,
-    ) -> list[T]:
-        """``extract`` for many texts in one batch. With ``return_exceptions=True`` a failed item is
-        its ExtractionError in the list instead of raising the first failure."""
-        params = extraction_params(target, sampling_params, strict)
-        conversations = [extraction_messages(target, source, instructions) for source in sources]
-        outputs = self.chat(conversations, params, adapter=adapter)
-        results: list[Any] = []
-        for output in outputs:
-            try:
-                results.append(extraction_result(output))
-            except ExtractionError as error:
-                if not return_exceptions:
-                    raise
-                results.append(error)
-        return results
 
     def _run(
         self,

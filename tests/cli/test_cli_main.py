@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loomlm.cli import generate, options
+from loomlm.cli import generate, options, sampling_options
 from loomlm.cli.main import main, version
 
 HELP_WORDS = {
@@ -88,7 +88,7 @@ def test_help_defaults_are_the_library_defaults():
     assert set(options.ENGINE_KEYS) <= set(signature), "an engine option LLM does not take"
     for key, shown in options.ENGINE_DEFAULTS.items():
         assert signature[key].default == shown, key
-    for key, shown in options.SAMPLING_DEFAULTS.items():
+    for key, shown in sampling_options.SAMPLING_DEFAULTS.items():
         assert SamplingParams.model_fields[key].default == shown, key
     lora = LoRAConfig()
     assert {key: getattr(lora, key) for key in options.LORA_DEFAULTS} == options.LORA_DEFAULTS
