@@ -13,8 +13,8 @@ from enum import Enum
 from typing import Literal
 
 import pytest
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
+from structured_support import FEATURE_MATRIX, SHORT, SMALL_INT, run, validates
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
@@ -22,108 +22,6 @@ from loomlm.engine.sampling_params import SamplingParams
 from loomlm.grammar.compiler import CompilerConfig
 from loomlm.grammar.errors import GrammarError, InvalidRegexError, InvalidSchemaError, UnsupportedSchemaError
 from loomlm.grammar.specs import Choice, Grammar, JsonObject, JsonSchema, Regex
-
-SHORT = {"type": "string", "maxLength": 6}
-SMALL_INT = {"type": "integer", "minimum": -20, "maximum": 300}
-
-# Every keyword the translator enforces, alone and nested. Strings and arrays are bounded so that a
-# random model finishes well inside max_tokens (schemas for extra keys, whose names are unbounded
-# strings, and email/uri formats, whose parts are unbounded, are sampled in tests/grammar instead).
-FEATURE_MATRIX = {
-    "types": {
-        "type": "array",
-        "maxItems": 4,
-        "items": {"type": ["string", "integer", "boolean", "null"], "maxLength": 4},
-    },
-    "object_required_optional": {
-        "type": "object",
-        "properties": {"a": SHORT, "b": SMALL_INT, "c": {"type": "boolean"}},
-        "required": ["b"],
-        "additionalProperties": False,
-    },
-    "enum_const": {
-        "type": "object",
-        "properties": {"kind": {"enum": ["cat", "dog", 3, None]}, "v": {"const": {"x": [1, 2]}}},
-        "required": ["kind", "v"],
-        "additionalProperties": False,
-    },
-    "any_of_nullable": {"anyOf": [SHORT, SMALL_INT, {"type": "null"}]},
-    "one_of_disjoint": {"oneOf": [{"type": "boolean"}, {"type": "array", "maxItems": 2, "items": SMALL_INT}]},
-    "all_of_merge": {
-        "allOf": [
-            {"type": "object", "properties": {"a": SMALL_INT}, "required": ["a"]},
-            {"properties": {"a": True, "b": SHORT}, "required": ["b"], "additionalProperties": False},
-        ]
-    },
-    "refs_and_recursion": {
-        "$defs": {
-            "node": {
-                "type": "object",
-                "properties": {
-                    "v": SMALL_INT,
-                    "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]},
-                },
-                "required": ["v", "next"],
-                "additionalProperties": False,
-            }
-        },
-        "$ref": "#/$defs/node",
-    },
-    "arrays": {
-        "type": "array",
-        "prefixItems": [{"type": "boolean"}, SMALL_INT],
-        "items": SHORT,
-        "minItems": 2,
-        "maxItems": 4,
-    },
-    "string_lengths_and_pattern": {
-        "type": "object",
-        "properties": {
-            "code": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3}$"},
-            "word": {"type": "string", "minLength": 2, "maxLength": 5},
-        },
-        "required": ["code", "word"],
-        "additionalProperties": False,
-    },
-    "formats": {
-        "type": "object",
-        "properties": {
-            fmt: {"type": "string", "format": fmt} for fmt in ("date", "time", "date-time", "uuid", "ipv4")
-        },
-        "required": ["date", "time", "date-time", "uuid", "ipv4"],
-        "additionalProperties": False,
-    },
-    "integer_bounds": {
-        "type": "array",
-        "maxItems": 4,
-        "items": {"type": "integer", "exclusiveMinimum": -105, "maximum": 2048},
-    },
-    "number_bounds": {
-        "type": "array",
-        "maxItems": 3,
-        "items": {"type": "number", "minimum": -1.5, "exclusiveMaximum": 10},
-    },
-    "nested": {
-        "type": "object",
-        "properties": {
-            "people": {
-                "type": "array",
-                "maxItems": 2,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "name": SHORT,
-                        "tags": {"type": "array", "maxItems": 2, "items": {"enum": ["x", "y"]}},
-                    },
-                    "required": ["name", "tags"],
-                    "additionalProperties": False,
-                },
-            }
-        },
-        "required": ["people"],
-        "additionalProperties": False,
-    },
-}
 
 
 class Color(Enum):
@@ -159,21 +57,6 @@ def engine(request, tiny_llama_dir, tmp_path_factory):
     )
     yield engine
     engine.close()
-
-
-def run(engine: LLMEngine, requests: dict[str, tuple[str, SamplingParams]]) -> dict:
-    for request_id, (prompt, params) in requests.items():
-        engine.add_request(prompt, params, request_id=request_id)
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
-    return finished
-
-
-def validates(schema, value) -> bool:
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(value)
 
 
 @pytest.mark.parametrize("name", sorted(FEATURE_MATRIX))
@@ -362,62 +245,6 @@ def test_compile_timeout_fails_only_that_request(tiny_llama_dir, tmp_path):
         assert after["after"].outputs[0].parsed == "fine"
     finally:
         engine.close()
-
-
-PERSON = {
-    "type": "object",
-    "properties": {"first_name": SHORT, "family_name": SHORT, "age": SMALL_INT},
-    "required": ["first_name", "family_name", "age"],
-    "additionalProperties": False,
-}
-
-
-def jump_forward_engine(tiny_llama_dir, jump_forward: bool) -> LLMEngine:
-    return LLMEngine(
-        EngineConfig(
-            model=str(tiny_llama_dir),
-            scheduler=SchedulerConfig(max_model_len=512, max_num_seqs=16),
-            cache=CacheConfig(block_size=16, num_blocks=256),
-            grammar=CompilerConfig(cache_dir=None),
-            grammar_backend="llguidance",
-            jump_forward=jump_forward,
-        )
-    )
-
-
-def count_steps(engine: LLMEngine, requests) -> tuple[dict, int]:
-    for request_id, (prompt, params) in requests.items():
-        engine.add_request(prompt, params, request_id=request_id)
-    finished, steps = {}, 0
-    while engine.has_unfinished_requests():
-        outputs = engine.step()
-        steps += 1
-        finished.update({o.request_id: o for o in outputs if o.finished})
-    return finished, steps
-
-
-def test_jump_forward_appends_forced_tokens_without_a_model_step_each(tiny_llama_dir):
-    requests = {
-        f"p-{seed}": (
-            "Person:",
-            SamplingParams(temperature=1, seed=seed, max_tokens=80, response_format=PERSON),
-        )
-        for seed in range(4)
-    }
-    results = {}
-    for jump in (False, True):
-        engine = jump_forward_engine(tiny_llama_dir, jump)
-        try:
-            results[jump] = count_steps(engine, requests)
-        finally:
-            engine.close()
-    (plain, plain_steps), (forced, forced_steps) = results[False], results[True]
-    for request_id in requests:
-        for outputs in (plain, forced):
-            completion = outputs[request_id].outputs[0]
-            assert completion.finish_reason == "stop" and validates(PERSON, completion.parsed)
-    # The keys and punctuation ('{"first_name":"', ...) are forced: fewer steps for the same batch.
-    assert forced_steps < plain_steps
 
 
 def test_a_lark_grammar_constrains_generation(engine):

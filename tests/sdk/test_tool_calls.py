@@ -1,77 +1,28 @@
-"""Function calling through ``LLM.chat(tools=...)``, ``call``/``call_batch`` and ``run_tools``.
+"""Function calling through ``LLM.chat(tools=...)`` and ``call``/``call_batch``.
 
 The grammar's promises are checked at temperature 1 over many seeds on a tiny "bigram" model: the
 SmolLM2 tokenizer, layers that add nothing to the residual stream, so the next-token logits depend
 on the current token alone. Its weights make ``<`` -> ``tool`` -> ``_`` -> ``call`` -> ``>`` likely and
 ``<`` now and then, so calls actually happen (a random model never writes ``<tool_call>``); everything
-after the trigger is the grammar's doing. Plus: malformed tools fail their conversation alone, the
-prompt for templates with and without tool support, tool messages, the tool loop (scripted) and
-``ToolCallStreamer`` on a scripted text split at every boundary."""
+after the trigger is the grammar's doing. Plus: malformed tools fail their conversation alone, and
+the real SmolLM2 picks the right tool and arguments (slow)."""
 
 from __future__ import annotations
 
-import copy
-import enum
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import Field
+from tool_support import NAMES, QUESTION, TOOLS, Unit, get_weather, search
 
-from loomlm import LLM, SamplingParams, ToolCallError, ToolCallStreamer, ToolDefinitionError
-from loomlm.engine.outputs import CompletionOutput, RequestOutput
-from loomlm.grammar.tool_specs import CALL_START, parse_tool_calls
-from loomlm.tool_calls import finish_tool_outputs, tool_set
+from loomlm import LLM, SamplingParams, ToolCallError, ToolDefinitionError
+from loomlm.engine.outputs import CompletionOutput
+from loomlm.grammar.tool_specs import CALL_START
 from loomlm.tool_functions import FunctionTool, as_tool
-from loomlm.tool_prompts import normalize_messages, template_renders_tools, tool_messages
-from loomlm.tool_runs import TypedCall, tool_loop
+from loomlm.tool_runs import TypedCall
 
 SEEDS = range(12)
-QUESTION = [{"role": "user", "content": "What is the weather in Paris? Also search for pizza."}]
-
-
-class Unit(str, enum.Enum):
-    CELSIUS = "celsius"
-    FAHRENHEIT = "fahrenheit"
-
-
-def get_weather(city: str, unit: Unit = Unit.CELSIUS, days: int | None = None) -> str:
-    """Get the weather for a city.
-
-    Args:
-        city: The city.
-        unit: Temperature unit.
-        days: Forecast days.
-    """
-    return f"{city}: 20 {unit.value}"
-
-
-def search(query: str, max_results: Literal[1, 2, 3] = 3) -> list[str]:
-    """Search the web."""
-    return [query] * max_results
-
-
-class Lookup(BaseModel):
-    """Look a word up in the dictionary."""
-
-    word: str
-
-
-SCHEMA_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-            "additionalProperties": False,
-        },
-    },
-}
-TOOLS = [get_weather, search, Lookup, SCHEMA_TOOL]
-NAMES = {"get_weather", "search", "lookup", "add"}
 
 
 @pytest.fixture(scope="module")
@@ -199,211 +150,6 @@ def test_malformed_tools_raise_for_one_conversation(llm):
 def test_tools_and_a_response_format_together_are_refused(llm):
     with pytest.raises(ValueError, match="tools and a response_format"):
         llm.chat(QUESTION, SamplingParams(response_format={"type": "object"}), tools=[get_weather])
-
-
-# -- the prompt ---------------------------------------------------------------------------------------
-def test_smollm2_gets_the_tools_in_its_system_message(tokenizer):
-    assert not template_renders_tools(tokenizer)
-    tools = tool_set([get_weather])
-    messages, extra = tool_messages(QUESTION, tools, native=False)
-    assert (
-        extra == {} and messages[0]["role"] == "system" and '"name": "get_weather"' in messages[0]["content"]
-    )
-    with_system = [{"role": "system", "content": "Be brief."}, *QUESTION]
-    merged, _ = tool_messages(with_system, tools, native=False)
-    assert (
-        len(merged) == 2
-        and merged[0]["content"].startswith("Be brief.\n\n")
-        and "<tools>" in merged[0]["content"]
-    )
-
-
-def test_a_template_with_tool_support_gets_tools_and_the_messages_as_they_are(tokenizer):
-    native = copy.copy(tokenizer)
-    native.chat_template = (
-        "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }} {% endfor %}{% endif %}"
-        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% for c in m.tool_calls or [] %}"
-        "[{{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor %}{% endfor %}"
-    )
-    assert template_renders_tools(native)
-    history = [
-        *QUESTION,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-    ]
-    messages, extra = tool_messages(history, tool_set([get_weather]), native=True)
-    assert [t["function"]["name"] for t in extra["tools"]] == ["get_weather"]
-    assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
-    assert messages[2]["role"] == "tool"
-    text = native.apply_chat_template(messages, tools=extra["tools"], tokenize=False)
-    assert text.startswith("TOOLS:get_weather") and '[get_weather {"city": "Paris"}]' in text
-
-
-def test_tool_messages_are_rendered_hermes_style_without_tool_support(tokenizer):
-    history = [
-        *QUESTION,
-        {
-            "role": "assistant",
-            "content": "Checking.",
-            "tool_calls": [
-                {
-                    "id": "a",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                },
-                {
-                    "id": "b",
-                    "type": "function",
-                    "function": {"name": "search", "arguments": {"query": "pizza"}},
-                },
-            ],
-        },
-        {"role": "tool", "tool_call_id": "a", "content": "sunny"},
-        {"role": "tool", "tool_call_id": "b", "content": ["p1", "p2"]},
-    ]
-    messages = normalize_messages(history, native=False)
-    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
-    assert messages[1]["content"] == (
-        'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
-        '<tool_call>\n{"name": "search", "arguments": {"query": "pizza"}}\n</tool_call>'
-    )
-    assert messages[2]["content"] == (
-        '<tool_response>\nsunny\n</tool_response>\n<tool_response>\n["p1", "p2"]\n</tool_response>'
-    )
-    _, calls = parse_tool_calls(messages[1]["content"], tool_set([get_weather, search]).specs)
-    assert [c.arguments for c in calls] == [{"city": "Paris"}, {"query": "pizza"}]
-    tokenizer.apply_chat_template(messages, tokenize=False)  # SmolLM2's template renders it
-
-
-# -- the tool loop (scripted model) -------------------------------------------------------------------
-def broken(city: str) -> str:
-    """Always fails."""
-    raise RuntimeError(f"no data for {city}")
-
-
-class ScriptedLLM:
-    """Answers ``chat`` with the next scripted text, parsed as the real chat would."""
-
-    def __init__(self, texts: list[str]) -> None:
-        self.texts, self.seen = list(texts), []
-
-    def chat(self, conversation, params, *, tools, tool_choice, parallel_tool_calls):
-        self.seen.append(copy.deepcopy(conversation))
-        text = self.texts.pop(0)
-        output = RequestOutput("r", None, [1], [CompletionOutput(0, text, [1], "stop")], finished=True)
-        return [finish_tool_outputs(output, tool_set(tools, tool_choice, parallel_tool_calls))]
-
-
-def call_text(name: str, **arguments) -> str:
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
-
-
-def test_run_tools_runs_calls_and_returns_the_text_answer():
-    model = ScriptedLLM([call_text("get_weather", city="Paris") + call_text("broken", city="Oslo"), "Sunny."])
-    params = SamplingParams(temperature=0)
-    result = tool_loop(model, [get_weather, broken], "Weather?", 4, params, "auto", True)
-    assert result.finished and result.rounds == 2 and result.answer == "Sunny."
-    roles = [m["role"] for m in result.messages]
-    assert roles == ["user", "assistant", "tool", "tool", "assistant"]
-    calls = result.messages[1]["tool_calls"]
-    assert [c["function"]["name"] for c in calls] == ["get_weather", "broken"]
-    assert result.messages[2] == {
-        "role": "tool",
-        "tool_call_id": calls[0]["id"],
-        "name": "get_weather",
-        "content": "Paris: 20 celsius",
-    }
-    assert result.messages[3]["content"] == "error: RuntimeError: no data for Oslo"
-    assert model.seen[1] == result.messages[:4]  # the second round saw the calls and results
-
-
-def test_run_tools_stops_after_max_rounds():
-    model = ScriptedLLM([call_text("get_weather", city="Paris")] * 5)
-    result = tool_loop(model, [get_weather], "Weather?", 3, SamplingParams(), "auto", True)
-    assert not result.finished and result.rounds == 3 and "max_rounds=3" in result.reason
-    assert len(model.seen) == 3 and [m["role"] for m in result.messages].count("tool") == 3
-
-
-def test_run_tools_end_to_end_on_the_tiny_model(llm):
-    result = llm.run_tools(
-        [get_weather, search],
-        QUESTION,
-        max_rounds=2,
-        sampling_params=SamplingParams(temperature=1.0, seed=1, max_tokens=48),
-    )
-    assert result.rounds <= 2 and result.messages[0] == QUESTION[0]
-    assert result.finished == (result.messages[-1]["role"] == "assistant" and result.reason == "answered")
-
-
-# -- streaming --------------------------------------------------------------------------------------
-SCRIPT = (
-    "Let me look <b>that</b> up. <tool"
-    + call_text("get_weather", city='Pa"ris }', unit="celsius")
-    + "\nand < also\n"
-    + call_text("search", query="<tool_call> {[x]}", max_results=2)
-    + " done <"
-)
-
-
-def stream(pieces: list[str]) -> tuple[list[dict], ToolCallStreamer]:
-    streamer = ToolCallStreamer()
-    deltas = [d for piece in pieces for d in streamer.feed(piece)]
-    return deltas + list(streamer.finish()), streamer
-
-
-SCRIPT_SPECS = [as_tool(get_weather).spec, as_tool(search).spec]
-
-
-def check_stream(deltas: list[dict], streamer: ToolCallStreamer) -> None:
-    content, calls = parse_tool_calls(SCRIPT, SCRIPT_SPECS)
-    text = "".join(d.get("content", "") for d in deltas)
-    assert text.strip() == content and text.endswith(" done <")
-    headers = [d["tool_calls"][0] for d in deltas if "tool_calls" in d and "id" in d["tool_calls"][0]]
-    assert [(h["index"], h["type"], h["function"]) for h in headers] == [
-        (0, "function", {"name": "get_weather", "arguments": ""}),
-        (1, "function", {"name": "search", "arguments": ""}),
-    ]
-    for index, call in enumerate(calls):
-        fragments = [
-            d["tool_calls"][0]["function"]["arguments"]
-            for d in deltas
-            if "tool_calls" in d and d["tool_calls"][0]["index"] == index and "id" not in d["tool_calls"][0]
-        ]
-        assert all(fragments) and json.loads("".join(fragments)) == call.arguments
-    assert [(c.id, c.name, c.arguments) for c in streamer.tool_calls] == [
-        (h["id"], c.name, c.arguments) for h, c in zip(headers, calls, strict=True)
-    ]
-    assert all(set(d) in ({"content"}, {"tool_calls"}) and d != {"content": ""} for d in deltas)
-
-
-def test_streamer_whole_text_and_one_character_at_a_time():
-    check_stream(*stream([SCRIPT]))
-    check_stream(*stream(list(SCRIPT)))
-
-
-def test_streamer_split_at_every_boundary():
-    for i in range(len(SCRIPT) + 1):
-        check_stream(*stream([SCRIPT[:i], SCRIPT[i:]]))
-    for i in range(0, len(SCRIPT), 3):
-        for j in range(i, len(SCRIPT), 7):
-            check_stream(*stream([SCRIPT[:i], SCRIPT[i:j], SCRIPT[j:]]))
-
-
-def test_streamer_holds_back_only_what_may_become_a_call():
-    streamer = ToolCallStreamer()
-    assert list(streamer.feed("hi <to")) == [{"content": "hi "}]
-    assert list(streamer.feed("ad")) == [{"content": "<toad"}]
-    assert list(streamer.feed("<")) == [] and list(streamer.finish()) == [{"content": "<"}]
 
 
 # -- the real SmolLM2 -------------------------------------------------------------------------------
