@@ -21,65 +21,12 @@ from loomlm.grammar.regex_ranges import (
 
 INTEGER_TEXTS = [str(n) for n in range(-1500, 1501)]
 # "١" (Arabic-Indic one) and "１" (fullwidth one) are digits to a Unicode \d; they must never match.
-MALFORMED_INTEGERS = [
-    "",
-    "-",
-    "01",
-    "00",
-    "-0",
-    "-00",
-    "-01",
-    "+1",
-    "1.0",
-    "1e3",
-    " 1",
-    "1 ",
-    "--1",
-    "0x1",
-    "١",
-    "１",
-]
-MALFORMED_NUMBERS = [
-    "",
-    "-",
-    ".5",
-    "1.",
-    "01",
-    "00.5",
-    "+1",
-    "1..2",
-    "1.5.",
-    "1,5",
-    "1e2",
-    "1E-2",
-    "-0",
-    "-0.0",
-    "١",
-]
-INTEGER_BOUNDS = [
-    None,
-    -120,
-    -100,
-    -99,
-    -11,
-    -10,
-    -9,
-    -1,
-    0,
-    1,
-    7,
-    9,
-    10,
-    11,
-    19,
-    99,
-    100,
-    101,
-    109,
-    199,
-    1000,
-    1200,
-]
+MALFORMED_INTEGERS = ["", " 1", "1 ", "-", "01", "00", "-0", "-00", "-01", "+1"]
+MALFORMED_INTEGERS += ["1.0", "1e3", "--1", "0x1", "١", "１"]
+MALFORMED_NUMBERS = ["", "-", ".5", "1.", "01", "00.5", "+1", "1..2", "1.5.", "1,5"]
+MALFORMED_NUMBERS += ["1e2", "1E-2", "-0", "-0.0", "١"]
+INTEGER_BOUNDS = [None, -120, -100, -99, -11, -10, -9, -1, 0, 1, 7, 9, 10, 11, 19]
+INTEGER_BOUNDS += [99, 100, 101, 109, 199, 1000, 1200]
 DECIMAL_BOUNDS = [
     None,
     *map(Decimal, ["-2.25", "-1", "-0.5", "-0.05", "0", "0.05", "0.5", "1", "1.5", "9.99", "10.01"]),
