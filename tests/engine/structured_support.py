@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from jsonschema import Draft202012Validator
 
-from loomlm.engine.engine import LLMEngine
-from loomlm.engine.sampling_params import SamplingParams
-
 SHORT = {"type": "string", "maxLength": 6}
 SMALL_INT = {"type": "integer", "minimum": -20, "maximum": 300}
 
@@ -110,17 +107,6 @@ FEATURE_MATRIX = {
         "additionalProperties": False,
     },
 }
-
-
-def run(engine: LLMEngine, requests: dict[str, tuple[str, SamplingParams]]) -> dict:
-    for request_id, (prompt, params) in requests.items():
-        engine.add_request(prompt, params, request_id=request_id)
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
-    return finished
 
 
 def validates(schema, value) -> bool:

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from engine_support import run_to_completion
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
@@ -19,15 +20,6 @@ def engine(tiny_llama_dir):
             cache=CacheConfig(block_size=8, num_blocks=64),
         )
     )
-
-
-def run_to_completion(engine: LLMEngine) -> dict:
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
-    return finished
 
 
 def test_abort_mid_flight_leaves_the_others_running(engine):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from engine_support import run_requests
 from jsonschema import Draft202012Validator
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
@@ -55,15 +56,6 @@ def engine(tiny_llama_dir):
     engine.close()
 
 
-def run(engine: LLMEngine, requests: dict) -> dict:
-    for request_id, (prompt, params) in requests.items():
-        engine.add_request(prompt, params, request_id=request_id)
-    finished = {}
-    while engine.has_unfinished_requests():
-        finished.update({o.request_id: o for o in engine.step() if o.finished})
-    return finished
-
-
 def validator(schema: dict) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -91,7 +83,7 @@ def test_schemas_that_broke_the_regex_path_compile_and_generate_valid_output(eng
     assert state.is_accepting()
     # Sampled at temperature 1: every finished output validates; none is a half object.
     params = [SamplingParams(temperature=1, seed=s, max_tokens=160, response_format=schema) for s in range(3)]
-    outputs = run(engine, {f"s{i}": ("Spec:", p) for i, p in enumerate(params)})
+    outputs = run_requests(engine, {f"s{i}": ("Spec:", p) for i, p in enumerate(params)})
     for output in outputs.values():
         completion = output.outputs[0]
         if completion.finish_reason == "stop":
@@ -114,7 +106,9 @@ def test_the_outlines_backend_refuses_the_crd_schema_fast_by_its_size_budget(tin
     try:
         with pytest.raises(GrammarError, match=r"regex size .* over the limit"):
             engine.add_request("x", SamplingParams(response_format=crd_schema()))
-        assert run(engine, {"after": ("x", SamplingParams(max_tokens=3, ignore_eos=True))})["after"].finished
+        assert run_requests(engine, {"after": ("x", SamplingParams(max_tokens=3, ignore_eos=True))})[
+            "after"
+        ].finished
     finally:
         engine.close()
 
@@ -132,7 +126,7 @@ def test_a_pathological_schema_fails_its_own_request_and_the_batch_finishes(engi
     ]:
         with pytest.raises(GrammarError, match=error):
             engine.add_request("x", SamplingParams(response_format=bad))
-    outputs = run(
+    outputs = run_requests(
         engine,
         {
             "free": ("Hello", SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)),
@@ -150,7 +144,9 @@ def test_auto_falls_back_to_outlines_where_llguidance_is_not_exact(engine):
         engine.structured_output.backends["llguidance"].prepare(resolve_response_format(schema))
     _, prepared = engine.structured_output.resolve(schema)
     assert prepared.backend == "outlines"
-    outputs = run(engine, {"d": ("Date:", SamplingParams(temperature=1, seed=0, response_format=schema))})
+    outputs = run_requests(
+        engine, {"d": ("Date:", SamplingParams(temperature=1, seed=0, response_format=schema))}
+    )
     assert validator(schema).is_valid(outputs["d"].outputs[0].parsed)
 
 

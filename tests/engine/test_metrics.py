@@ -4,6 +4,7 @@ Prometheus text, one registry per engine, and the bucket-quantile estimate."""
 import math
 
 import pytest
+from engine_support import run_to_completion
 from prometheus_client import generate_latest
 
 from loomlm.engine.config import CacheConfig, EngineConfig, LoRAConfig, SchedulerConfig
@@ -25,15 +26,6 @@ def make_engine(model_dir, *, block_size=8, num_blocks=64, lora=None) -> LLMEngi
             jump_forward=False,  # one token per request per step: ITL counts are exact
         )
     )
-
-
-def run(engine: LLMEngine) -> dict:
-    finished = {}
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            if output.finished:
-                finished[output.request_id] = output
-    return finished
 
 
 def sample(engine: LLMEngine, name: str, **labels) -> float | None:
@@ -64,7 +56,7 @@ def test_token_counters_finish_reasons_and_latencies(engine):
     constrained = SamplingParams(max_tokens=8, response_format=Regex("[ab]{3}"))
     for request_id, ids in (("g1", prompt(500, 4)), ("g2", prompt(600, 4))):
         engine.add_request(ids, constrained, request_id=request_id, prompt_token_ids=ids)
-    outputs = run(engine)
+    outputs = run_to_completion(engine)
     num_output_tokens = sum(len(o.outputs[0].token_ids) for o in outputs.values())
     stats = engine.stats()
 
@@ -85,7 +77,7 @@ def test_token_counters_finish_reasons_and_latencies(engine):
     assert grammar_counts(stats) == (2, 1, 1)  # queries, hits, compiles
     assert stats["grammar_compile_seconds"] > 0
     engine.add_request("x", SamplingParams(max_tokens=8, response_format=Regex("[ab]{3}")))
-    run(engine)
+    run_to_completion(engine)
     stats = engine.stats()
     assert grammar_counts(stats) == (3, 2, 1)  # a cache hit
     # Nothing left running: the gauges say so.
@@ -104,7 +96,7 @@ def test_gauges_follow_each_step_and_an_abort_is_counted(engine):
     assert sample(engine, "loomlm:kv_cache_usage_perc") == engine.kv_cache.pool.usage > 0
     engine.abort_request(["b"])
     assert sample(engine, "loomlm:num_requests_running") == 2  # updated by the abort, not the next step
-    run(engine)
+    run_to_completion(engine)
     assert engine.stats()["finished"] == {"stop": 0, "length": 2, "abort": 1, "error": 0}
     assert sample(engine, "loomlm:request_success_total", finished_reason="abort") == 1
 
@@ -112,11 +104,11 @@ def test_gauges_follow_each_step_and_an_abort_is_counted(engine):
 def test_prefix_cache_queries_and_hits_count_tokens(engine):
     shared = prompt(2000, 40)  # 5 full blocks of 8
     engine.add_request(shared, GREEDY, prompt_token_ids=shared)
-    run(engine)
+    run_to_completion(engine)
     assert (engine.stats()["prefix_cache_queries"], engine.stats()["prefix_cache_hits"]) == (40, 0)
     longer = shared + prompt(5000, 5)
     engine.add_request(longer, GREEDY, request_id="second", prompt_token_ids=longer)
-    outputs = run(engine)
+    outputs = run_to_completion(engine)
     assert outputs["second"].num_cached_tokens == 40
     stats = engine.stats()
     assert (stats["prefix_cache_queries"], stats["prefix_cache_hits"]) == (40 + 45, 40)
@@ -131,7 +123,7 @@ def test_preemption_is_counted_and_recompute_counts_no_token_twice(tiny_llama_di
     prompts = [prompt(700, 8), prompt(900, 8)]
     for ids in prompts:
         engine.add_request(ids, params, prompt_token_ids=ids)
-    outputs = run(engine)
+    outputs = run_to_completion(engine)
     engine.close()
     stats = engine.stats()
     assert stats["num_preemptions"] >= 1
@@ -145,7 +137,7 @@ def test_preemption_is_counted_and_recompute_counts_no_token_twice(tiny_llama_di
 
 def test_prometheus_text_uses_vllm_names_under_the_loomlm_prefix(engine):
     engine.add_request("hello", GREEDY)
-    run(engine)
+    run_to_completion(engine)
     text = generate_latest(engine.metrics_registry).decode()
     for name in (
         "loomlm:num_requests_running",
@@ -183,7 +175,7 @@ def test_two_engines_keep_independent_registries(tiny_llama_dir):
         assert first.metrics_registry is not second.metrics_registry
         ids = prompt(40, 6)
         first.add_request(ids, GREEDY, prompt_token_ids=ids)
-        run(first)
+        run_to_completion(first)
         assert sample(first, "loomlm:prompt_tokens_total") == 6
         assert sample(second, "loomlm:prompt_tokens_total") == 0
         assert second.stats()["finished"]["length"] == 0
@@ -204,11 +196,11 @@ def test_adapter_loads_rereads_and_active_adapters(tiny_llama_dir, tiny_lora_ada
         engine.add_request(ids, GREEDY, prompt_token_ids=ids, adapter=name)
     engine.step()
     assert sample(engine, "loomlm:active_adapters") == 2
-    run(engine)
+    run_to_completion(engine)
     assert sample(engine, "loomlm:active_adapters") == 0
     assert sample(engine, "loomlm:adapter_loads_total", reason="reread") == 0
     engine.add_request(prompt(90, 6), GREEDY, prompt_token_ids=prompt(90, 6), adapter="all8")
-    run(engine)  # all8 is read from its directory again
+    run_to_completion(engine)  # all8 is read from its directory again
     engine.close()
     stats = engine.stats()
     assert (stats["adapter_loads"], stats["adapter_rereads"]) == (3, 1)

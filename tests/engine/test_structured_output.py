@@ -13,8 +13,9 @@ from enum import Enum
 from typing import Literal
 
 import pytest
+from engine_support import run_requests
 from pydantic import BaseModel, Field
-from structured_support import FEATURE_MATRIX, SHORT, SMALL_INT, run, validates
+from structured_support import FEATURE_MATRIX, SHORT, SMALL_INT, validates
 
 from loomlm.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from loomlm.engine.engine import LLMEngine
@@ -69,7 +70,7 @@ def test_every_sampled_output_of_the_feature_matrix_validates(engine, name):
         )
         for seed in range(8)
     }
-    outputs = run(engine, requests)
+    outputs = run_requests(engine, requests)
     for request_id, output in outputs.items():
         completion = output.outputs[0]
         assert completion.finish_reason == "stop", (request_id, completion.text, output.error)
@@ -86,7 +87,7 @@ def test_pydantic_model_outputs_are_model_instances(engine):
         )
         for seed in range(8)
     }
-    for output in run(engine, requests).values():
+    for output in run_requests(engine, requests).values():
         completion = output.outputs[0]
         assert isinstance(completion.parsed, Owner), (completion.text, completion.parse_error)
         assert Owner.model_validate_json(completion.text) == completion.parsed
@@ -103,7 +104,7 @@ def test_regex_choice_and_json_object_formats(engine):
             "Any",
             SamplingParams(temperature=1, seed=seed, max_tokens=400, response_format=JsonObject(max_depth=2)),
         )
-    outputs = run(engine, requests)
+    outputs = run_requests(engine, requests)
     complete_json = 0
     for request_id, output in outputs.items():
         completion = output.outputs[0]
@@ -131,7 +132,7 @@ def test_mixed_batch_gives_each_request_what_it_asked_for_and_greedy_is_batch_in
         "additionalProperties": False,
     }
     greedy = SamplingParams(temperature=0, max_tokens=60, response_format=person)
-    alone = run(engine, {"alone": ("Extract the person:", greedy)})["alone"].outputs[0]
+    alone = run_requests(engine, {"alone": ("Extract the person:", greedy)})["alone"].outputs[0]
     batch = {
         "free-0": ("Tell me a story", SamplingParams(temperature=1, seed=1, max_tokens=30)),
         "person": ("Extract the person:", greedy),
@@ -144,7 +145,7 @@ def test_mixed_batch_gives_each_request_what_it_asked_for_and_greedy_is_batch_in
         "free-1": ("Once upon", SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)),
         "regex": ("Code", SamplingParams(temperature=1, seed=3, response_format=Regex("[a-f]{4}"))),
     }
-    outputs = run(engine, batch)
+    outputs = run_requests(engine, batch)
     assert outputs["person"].outputs[0].token_ids == alone.token_ids
     assert validates(person, outputs["person"].outputs[0].parsed)
     assert validates(FEATURE_MATRIX["integer_bounds"], json.loads(outputs["ints"].outputs[0].text))
@@ -168,7 +169,7 @@ def test_bad_formats_fail_their_own_request_and_the_batch_runs(engine):
         intake_error = None
     except InvalidRegexError as error:
         intake_error = str(error)
-    outputs = run(
+    outputs = run_requests(
         engine,
         {
             "good": ("x", SamplingParams(temperature=0, max_tokens=5, response_format=Choice(["ok"]))),
@@ -191,7 +192,7 @@ def test_strict_false_drops_unenforceable_keywords_and_validates_after(engine):
     fmt = JsonSchema(schema, strict=False)
     _, prepared = engine.structured_output.resolve(fmt)
     assert any("uniqueItems" in dropped for dropped in prepared.dropped_keywords)
-    outputs = run(
+    outputs = run_requests(
         engine,
         {
             f"u-{seed}": ("L", SamplingParams(temperature=1, seed=seed, max_tokens=100, response_format=fmt))
@@ -211,7 +212,7 @@ def test_strict_false_drops_unenforceable_keywords_and_validates_after(engine):
 
 def test_max_tokens_before_completion_gives_no_object(engine):
     schema = {"type": "array", "items": {"type": "string"}, "minItems": 20}
-    outputs = run(
+    outputs = run_requests(
         engine, {"short": ("L", SamplingParams(temperature=1, seed=0, max_tokens=5, response_format=schema))}
     )
     completion = outputs["short"].outputs[0]
@@ -230,7 +231,7 @@ def test_compile_timeout_fails_only_that_request(tiny_llama_dir, tmp_path):
         )
     )
     try:
-        outputs = run(
+        outputs = run_requests(
             engine,
             {
                 "slow": ("x", SamplingParams(response_format=Regex("[a-z]*a[a-z]{22}"))),
@@ -241,7 +242,9 @@ def test_compile_timeout_fails_only_that_request(tiny_llama_dir, tmp_path):
         assert "longer than 0.5 s" in outputs["slow"].error
         assert len(outputs["free"].outputs[0].token_ids) == 8
         # The engine keeps serving constrained requests after the timeout.
-        after = run(engine, {"after": ("x", SamplingParams(temperature=0, response_format=Choice(["fine"])))})
+        after = run_requests(
+            engine, {"after": ("x", SamplingParams(temperature=0, response_format=Choice(["fine"])))}
+        )
         assert after["after"].outputs[0].parsed == "fine"
     finally:
         engine.close()
@@ -257,7 +260,7 @@ def test_a_lark_grammar_constrains_generation(engine):
         f"g-{seed}": ("Say", SamplingParams(temperature=1, seed=seed, max_tokens=20, response_format=grammar))
         for seed in range(6)
     }
-    for output in run(engine, requests).values():
+    for output in run_requests(engine, requests).values():
         assert re.fullmatch(r"(hello|hi) [a-z]{2,5}", output.outputs[0].text), output.outputs[0].text
 
 
@@ -269,5 +272,5 @@ def test_a_gbnf_grammar_is_read_like_llama_cpp_does(engine):
         f"b-{seed}": ("Q", SamplingParams(temperature=1, seed=seed, max_tokens=5, response_format=grammar))
         for seed in range(6)
     }
-    for output in run(engine, requests).values():
+    for output in run_requests(engine, requests).values():
         assert re.fullmatch(r"yes|no|[0-9]{2}", output.outputs[0].text), output.outputs[0].text

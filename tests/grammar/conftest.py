@@ -1,4 +1,5 @@
-"""Fixtures of the grammar tests: a real outlines-core automaton over a byte-level vocabulary."""
+"""Fixtures of the grammar tests: a real outlines-core automaton over a byte-level vocabulary, and an
+llguidance backend over the SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections import deque
 
 import pytest
 from outlines_core import Index, Vocabulary
+
+from loomlm.grammar.backends.llguidance import LlguidanceBackend
 
 EOS_ID = 256
 # grammar/compiler.py compiles a regex R as "(?:R)" + END_MARKER, because outlines-core's Index drops
@@ -172,3 +175,11 @@ def suite_counts():
         total = [sum(c[i] for c in counts.values()) for i in (0, 1)]
         lines = [f"{name}: compiled {c} refused {r}" for name, (c, r) in sorted(counts.items())]
         print("\nJSON-Schema-Test-Suite:", *lines, f"total: compiled {total[0]} refused {total[1]}", sep="\n")
+
+
+@pytest.fixture(scope="module")
+def backend(tokenizer):
+    """An llguidance backend over the real SmolLM2 tokenizer, for grammars checked token by token."""
+    backend = LlguidanceBackend(tokenizer, len(tokenizer))
+    yield backend
+    backend.close()

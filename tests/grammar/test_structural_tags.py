@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from loomlm.grammar.backends.llguidance import LlguidanceBackend
 from loomlm.grammar.errors import GrammarError, UnsupportedSchemaError
 from loomlm.grammar.specs import OutputParseError, resolve_response_format
 from loomlm.grammar.structural_tags import StructuralTag, StructuralTags, TaggedValue
@@ -22,13 +21,6 @@ CALL = StructuralTag(
     "</tool>",
 )
 FLAG = StructuralTag("<flag>", {"type": "boolean"}, "</flag>")
-
-
-@pytest.fixture(scope="module")
-def backend(tokenizer):
-    backend = LlguidanceBackend(tokenizer, len(tokenizer))
-    yield backend
-    backend.close()
 
 
 def accepts(backend, tokenizer, fmt: StructuralTags, text: str) -> bool:

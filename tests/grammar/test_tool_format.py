@@ -10,17 +10,9 @@ import pytest
 from llguidance import LLMatcher
 from tool_spec_cases import COUNT, PARIS, THREE, TOOLS, WEATHER, call
 
-from loomlm.grammar.backends.llguidance import LlguidanceBackend
 from loomlm.grammar.specs import OutputParseError, resolve_response_format
 from loomlm.grammar.tool_format import no_tool_call_format, tool_call_format, tools_system_prompt
 from loomlm.grammar.tool_specs import ToolDefinitionError, ToolSpec, parse_tool_calls
-
-
-@pytest.fixture(scope="module")
-def backend(tokenizer):
-    backend = LlguidanceBackend(tokenizer, len(tokenizer))
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(scope="module")

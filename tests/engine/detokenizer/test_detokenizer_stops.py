@@ -5,27 +5,10 @@ streaming and released on divergence or at the end, multibyte characters."""
 from __future__ import annotations
 
 import pytest
-from detok_support import Sequence, build_byte_level, build_spiece, char_ids, continuation, enc, stream
-from transformers import PreTrainedTokenizerFast
+from detok_support import Sequence, char_ids, continuation, enc, stream
 
 from loomlm.engine.detokenizer import IncrementalDetokenizer
 from loomlm.engine.sampling_params import SamplingParams
-
-
-@pytest.fixture(scope="module")
-def byte_level() -> PreTrainedTokenizerFast:
-    return build_byte_level()
-
-
-@pytest.fixture(scope="module")
-def spiece() -> PreTrainedTokenizerFast:
-    return build_spiece()
-
-
-@pytest.fixture(params=["byte_level", "spiece"])
-def tokenizer(request: pytest.FixtureRequest) -> PreTrainedTokenizerFast:
-    return request.getfixturevalue(request.param)
-
 
 # -- stop strings ----------------------------------------------------------------------------------
 

@@ -7,27 +7,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from detok_support import build_byte_level, build_spiece, continuation, enc, random_text, stream
-from transformers import PreTrainedTokenizerFast
+from detok_support import continuation, enc, random_text, stream
 
 from loomlm.engine.detokenizer import IncrementalDetokenizer
 from loomlm.engine.sampling_params import SamplingParams
-
-
-@pytest.fixture(scope="module")
-def byte_level() -> PreTrainedTokenizerFast:
-    return build_byte_level()
-
-
-@pytest.fixture(scope="module")
-def spiece() -> PreTrainedTokenizerFast:
-    return build_spiece()
-
-
-@pytest.fixture(params=["byte_level", "spiece"])
-def tokenizer(request: pytest.FixtureRequest) -> PreTrainedTokenizerFast:
-    return request.getfixturevalue(request.param)
-
 
 # -- text equals a full decode ---------------------------------------------------------------------
 
