@@ -1,5 +1,5 @@
 """Fixtures of the grammar tests: a real outlines-core automaton over a byte-level vocabulary, and an
-llguidance backend over the SmolLM2 tokenizer."""
+llguidance backend over the SmolLM2 tokenizer with a token-by-token acceptance check."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from outlines_core import Index, Vocabulary
 
 from loomlm.grammar.backends.llguidance import LlguidanceBackend
+from loomlm.grammar.specs import resolve_response_format
 
 EOS_ID = 256
 # grammar/compiler.py compiles a regex R as "(?:R)" + END_MARKER, because outlines-core's Index drops
@@ -183,3 +184,20 @@ def backend(tokenizer):
     backend = LlguidanceBackend(tokenizer, len(tokenizer))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def llg_accepts(backend, tokenizer):
+    """``llg_accepts(fmt, text)``: the grammar of a response format takes ``text`` token by token (real
+    SmolLM2 tokens) and may end there."""
+
+    def accepts(fmt, text: str) -> bool:
+        state = backend.new_state(
+            backend.submit(backend.prepare(resolve_response_format(fmt))).result(timeout=60)
+        )
+        for token_id in tokenizer.encode(text, add_special_tokens=False):
+            if not state.accept_token(token_id):
+                return False
+        return state.is_accepting()
+
+    return accepts

@@ -23,32 +23,21 @@ CALL = StructuralTag(
 FLAG = StructuralTag("<flag>", {"type": "boolean"}, "</flag>")
 
 
-def accepts(backend, tokenizer, fmt: StructuralTags, text: str) -> bool:
-    """Whether the grammar takes ``text`` token by token and may end there (EOS allowed)."""
-    state = backend.new_state(
-        backend.submit(backend.prepare(resolve_response_format(fmt))).result(timeout=60)
-    )
-    for token_id in tokenizer.encode(text, add_special_tokens=False):
-        if not state.accept_token(token_id):
-            return False
-    return state.is_accepting()
-
-
-def test_free_text_around_a_tag_whose_value_follows_its_schema(backend, tokenizer):
+def test_free_text_around_a_tag_whose_value_follows_its_schema(llg_accepts):
     fmt = StructuralTags([CALL, FLAG])
-    assert accepts(backend, tokenizer, fmt, 'Let me check. <tool>{"n":3}</tool> Done.')
-    assert accepts(backend, tokenizer, fmt, "No tags at all.")
-    assert accepts(backend, tokenizer, fmt, '<flag>true</flag> and <tool>{"n":-1}</tool>')
-    assert not accepts(backend, tokenizer, fmt, '<tool>{"n":"three"}</tool>')  # violates the schema
-    assert not accepts(backend, tokenizer, fmt, '<tool>{"n":3}')  # not closed
+    assert llg_accepts(fmt, 'Let me check. <tool>{"n":3}</tool> Done.')
+    assert llg_accepts(fmt, "No tags at all.")
+    assert llg_accepts(fmt, '<flag>true</flag> and <tool>{"n":-1}</tool>')
+    assert not llg_accepts(fmt, '<tool>{"n":"three"}</tool>')  # violates the schema
+    assert not llg_accepts(fmt, '<tool>{"n":3}')  # not closed
 
 
-def test_tag_counts_are_bounded_in_the_grammar(backend, tokenizer):
+def test_tag_counts_are_bounded_in_the_grammar(llg_accepts):
     one = StructuralTags([CALL], min_tags=1, max_tags=1)
-    assert not accepts(backend, tokenizer, one, "I will not call anything.")  # required
-    assert accepts(backend, tokenizer, one, 'Sure: <tool>{"n":1}</tool>')
+    assert not llg_accepts(one, "I will not call anything.")  # required
+    assert llg_accepts(one, 'Sure: <tool>{"n":1}</tool>')
     # A second call cannot appear, not even as free text after the first.
-    assert not accepts(backend, tokenizer, one, '<tool>{"n":1}</tool> <tool>{"n":2}</tool>')
+    assert not llg_accepts(one, '<tool>{"n":1}</tool> <tool>{"n":2}</tool>')
 
 
 def test_parse_returns_the_tags_in_order_validated():
@@ -72,9 +61,9 @@ def test_bad_tags_are_refused_clearly():
         )
 
 
-def test_without_free_text_the_output_is_the_tags_alone(backend, tokenizer):
+def test_without_free_text_the_output_is_the_tags_alone(llg_accepts):
     calls_only = StructuralTags([CALL], min_tags=1, free_text=False)
-    assert accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool>')
-    assert accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool>\n<tool>{"n":2}</tool>\n')
-    assert not accepts(backend, tokenizer, calls_only, 'Sure: <tool>{"n":1}</tool>')
-    assert not accepts(backend, tokenizer, calls_only, '<tool>{"n":1}</tool> done')
+    assert llg_accepts(calls_only, '<tool>{"n":1}</tool>')
+    assert llg_accepts(calls_only, '<tool>{"n":1}</tool>\n<tool>{"n":2}</tool>\n')
+    assert not llg_accepts(calls_only, 'Sure: <tool>{"n":1}</tool>')
+    assert not llg_accepts(calls_only, '<tool>{"n":1}</tool> done')

@@ -10,26 +10,9 @@ import pytest
 from llguidance import LLMatcher
 from tool_spec_cases import COUNT, PARIS, THREE, TOOLS, WEATHER, call
 
-from loomlm.grammar.specs import OutputParseError, resolve_response_format
+from loomlm.grammar.specs import OutputParseError
 from loomlm.grammar.tool_format import no_tool_call_format, tool_call_format, tools_system_prompt
 from loomlm.grammar.tool_specs import ToolDefinitionError, ToolSpec, parse_tool_calls
-
-
-@pytest.fixture(scope="module")
-def accepts(backend, tokenizer):
-    """``accepts(fmt, text)``: the grammar takes ``text`` token by token and may end there."""
-
-    def check(fmt, text: str) -> bool:
-        state = backend.new_state(
-            backend.submit(backend.prepare(resolve_response_format(fmt))).result(timeout=60)
-        )
-        for token_id in tokenizer.encode(text, add_special_tokens=False):
-            if not state.accept_token(token_id):
-                return False
-        return state.is_accepting()
-
-    return check
-
 
 # -- tool_call_format ---------------------------------------------------------------------------------
 
@@ -46,55 +29,55 @@ def test_auto_builds_one_tag_per_tool_in_the_generic_format():
     assert (tool_call_format(TOOLS, None).min_tags, tool_call_format(TOOLS, "auto", False).max_tags) == (0, 1)
 
 
-def test_auto_allows_text_and_any_number_of_valid_calls(accepts):
+def test_auto_allows_text_and_any_number_of_valid_calls(llg_accepts):
     fmt = tool_call_format(TOOLS, "auto")
-    assert accepts(fmt, "The answer is 4.")
-    assert accepts(fmt, f"Let me check. {PARIS}")
-    assert accepts(fmt, PARIS + THREE + call("count", '{"n":9}'))
-    assert not accepts(fmt, call("search", "{}"))  # not a tool
-    assert not accepts(fmt, call("count", '{"n":0}'))  # violates the schema
-    assert not accepts(fmt, call("count", '{"city":"Paris"}'))  # another tool's arguments
+    assert llg_accepts(fmt, "The answer is 4.")
+    assert llg_accepts(fmt, f"Let me check. {PARIS}")
+    assert llg_accepts(fmt, PARIS + THREE + call("count", '{"n":9}'))
+    assert not llg_accepts(fmt, call("search", "{}"))  # not a tool
+    assert not llg_accepts(fmt, call("count", '{"n":0}'))  # violates the schema
+    assert not llg_accepts(fmt, call("count", '{"city":"Paris"}'))  # another tool's arguments
 
 
-def test_auto_without_parallel_calls_allows_at_most_one(accepts):
+def test_auto_without_parallel_calls_allows_at_most_one(llg_accepts):
     fmt = tool_call_format(TOOLS, "auto", parallel_tool_calls=False)
-    assert accepts(fmt, "No call.")
-    assert accepts(fmt, f"Checking. {THREE}")
-    assert not accepts(fmt, PARIS + THREE)
-    assert not accepts(fmt, f"{PARIS} and then <tool_call>")  # not even as free text
+    assert llg_accepts(fmt, "No call.")
+    assert llg_accepts(fmt, f"Checking. {THREE}")
+    assert not llg_accepts(fmt, PARIS + THREE)
+    assert not llg_accepts(fmt, f"{PARIS} and then <tool_call>")  # not even as free text
 
 
-def test_required_needs_a_call_and_starts_with_it(accepts):
+def test_required_needs_a_call_and_starts_with_it(llg_accepts):
     fmt = tool_call_format(TOOLS, "required")
     assert (fmt.min_tags, fmt.max_tags, len(fmt.tags), fmt.free_text) == (1, None, 2, False)
-    assert not accepts(fmt, "I would rather not.")
-    assert accepts(fmt, f"{PARIS}{THREE}")
-    assert not accepts(fmt, f"Sure. {PARIS}")  # the answer is the calls alone
+    assert not llg_accepts(fmt, "I would rather not.")
+    assert llg_accepts(fmt, f"{PARIS}{THREE}")
+    assert not llg_accepts(fmt, f"Sure. {PARIS}")  # the answer is the calls alone
     single = tool_call_format(TOOLS, "required", parallel_tool_calls=False)
     assert (single.min_tags, single.max_tags) == (1, 1)
-    assert not accepts(single, PARIS + THREE)
+    assert not llg_accepts(single, PARIS + THREE)
 
 
-def test_a_named_tool_must_be_called_and_only_it(accepts):
+def test_a_named_tool_must_be_called_and_only_it(llg_accepts):
     named = {"type": "function", "function": {"name": "count"}}
     fmt = tool_call_format(TOOLS, named, parallel_tool_calls=False)
     begin = '<tool_call>\n{"name": "count", "arguments": '
     assert ([t.begin for t in fmt.tags], fmt.min_tags, fmt.max_tags) == ([begin], 1, 1)
-    assert accepts(fmt, THREE)
-    assert not accepts(fmt, PARIS)
-    assert not accepts(fmt, "Nothing to call.")
-    assert not accepts(fmt, THREE + THREE)
+    assert llg_accepts(fmt, THREE)
+    assert not llg_accepts(fmt, PARIS)
+    assert not llg_accepts(fmt, "Nothing to call.")
+    assert not llg_accepts(fmt, THREE + THREE)
     assert tool_call_format(TOOLS, named).max_tags is None  # parallel: more calls of it
 
 
-def test_none_returns_no_format_and_the_ban_grammar_has_no_trigger(accepts):
+def test_none_returns_no_format_and_the_ban_grammar_has_no_trigger(llg_accepts):
     assert tool_call_format(TOOLS, "none") is None
     assert tool_call_format([], "auto") is None  # nothing to call
     grammar = no_tool_call_format()
     assert LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar.text), None) == ""
-    assert accepts(grammar, "Plain text, even <tool_ or </tool_call>.")
-    assert accepts(grammar, "")
-    assert not accepts(grammar, f"Sneaky: {PARIS}")
+    assert llg_accepts(grammar, "Plain text, even <tool_ or </tool_call>.")
+    assert llg_accepts(grammar, "")
+    assert not llg_accepts(grammar, f"Sneaky: {PARIS}")
 
 
 def test_openai_dicts_are_accepted_as_tools():
@@ -136,12 +119,12 @@ def test_strict_tools_refuse_keywords_that_cannot_be_enforced_naming_the_tool():
         tool_call_format([ToolSpec("book", "", DATED)])
 
 
-def test_non_strict_tools_drop_them_from_the_grammar_and_validate_after(accepts):
+def test_non_strict_tools_drop_them_from_the_grammar_and_validate_after(llg_accepts):
     loose = ToolSpec("book", "", DATED, strict=False)
     fmt = tool_call_format([loose], "required")
     assert fmt.tags[0].schema["properties"]["day"] == {"type": "string"}
     assert loose.parameters["properties"]["day"]["format"] == "date"  # the spec is untouched
-    assert accepts(fmt, call("book", '{"day":"2023-02-29","who":"me"}'))  # the grammar's superset
+    assert llg_accepts(fmt, call("book", '{"day":"2023-02-29","who":"me"}'))  # the grammar's superset
     with pytest.raises(OutputParseError, match="is not a 'date'"):
         parse_tool_calls(call("book", '{"day":"2023-02-29","who":"me"}'), [loose])
 
