@@ -106,9 +106,8 @@ def test_the_outlines_backend_refuses_the_crd_schema_fast_by_its_size_budget(tin
     try:
         with pytest.raises(GrammarError, match=r"regex size .* over the limit"):
             engine.add_request("x", SamplingParams(response_format=crd_schema()))
-        assert run_requests(engine, {"after": ("x", SamplingParams(max_tokens=3, ignore_eos=True))})[
-            "after"
-        ].finished
+        after = run_requests(engine, {"after": ("x", SamplingParams(max_tokens=3, ignore_eos=True))})
+        assert after["after"].finished
     finally:
         engine.close()
 
