@@ -37,11 +37,9 @@ class ModelRunner:
         self.device = torch.device(device)
         local = model.local_arch
         cache_shape = (num_blocks, block_size, local.num_kv_heads, local.head_dim)
+        cache_options = {"dtype": cache_dtype or dtype, "device": self.device}
         self.kv_caches = [
-            (
-                torch.zeros(cache_shape, dtype=cache_dtype or dtype, device=self.device),
-                torch.zeros(cache_shape, dtype=cache_dtype or dtype, device=self.device),
-            )
+            (torch.zeros(cache_shape, **cache_options), torch.zeros(cache_shape, **cache_options))
             for _ in range(local.num_layers)
         ]
         self._workspace = AttentionWorkspace()
